@@ -1,0 +1,150 @@
+"""Cited answers from news articles: ``qa.load()`` once, then ``.ask(question)``.
+
+>>> import qa
+>>> engine = qa.load()                        # doctest: +SKIP
+>>> a = engine.ask("Where is the factory?")   # doctest: +SKIP
+>>> a.found, a.citations[0].sentence          # doctest: +SKIP
+(True, 6)
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .answer import Answer, Citation, compose, empty_answer, truncation_notice
+from .documents import Document, DocumentError, read_documents
+from .embedding import DEFAULT_MODEL, Embedder, ModelError
+from .index import IndexProblem, SentenceIndex, open_index
+from .search import SearchConfig, Searcher
+
+__all__ = ["load", "Engine", "Answer", "Citation", "SearchConfig", "DocumentError", "IndexProblem", "ModelError",
+           "MAX_QUESTION_CHARS", "ROOT"]
+
+ROOT = Path(__file__).resolve().parent.parent
+"""The project folder: ``seeds/`` and ``index/`` live here."""
+MAX_QUESTION_CHARS = 1000
+"""Longer questions are cut to this many characters, and the answer says so."""
+DEFAULT_THRESHOLD = {DEFAULT_MODEL: 0.78}
+"""Best cosine below which the article is taken not to answer; calibrated on the gold set's tuning part."""
+OTHER_MODEL_THRESHOLD = 0.5
+FOLLOW_UP_WEIGHT = 0.5
+"""How much the previous question pulls a follow-up question's vector (see Engine.ask)."""
+
+
+def clean_question(question: str) -> str:
+    """Drop control and invisible formatting characters, and collapse white space."""
+    kept = "".join(
+        " " if unicodedata.category(ch) in ("Cc", "Zl", "Zp") else ch
+        for ch in question if unicodedata.category(ch) not in ("Cf", "Cs", "Co", "Cn")
+    )
+    return " ".join(kept.split())
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """A question made ready for search, or the answer it gets without one."""
+
+    text: str
+    notice: str = ""
+    answer: Answer | None = None
+
+
+class Engine:
+    """Answers questions from one set of articles; load it once with :func:`load`."""
+
+    def __init__(self, documents: list[Document], index: SentenceIndex, embedder: Embedder, *,
+                 skipped: Sequence[DocumentError] = (), top_k: int = 3, threshold: float | None = None,
+                 config: SearchConfig | None = None) -> None:
+        self.documents = documents
+        self.skipped = tuple(skipped)
+        self.index = index
+        self.embedder = embedder
+        self.top_k = top_k
+        self.threshold = threshold if threshold is not None else DEFAULT_THRESHOLD.get(embedder.name, OTHER_MODEL_THRESHOLD)
+        self.searcher = Searcher(index, embedder, config)
+
+    def with_config(self, config: SearchConfig, *, threshold: float | None = None) -> Engine:
+        """The same articles, index and model, searched another way (for evaluation)."""
+        return Engine(self.documents, self.index, self.embedder, skipped=self.skipped, top_k=self.top_k,
+                      threshold=self.threshold if threshold is None else threshold, config=config)
+
+    def ask(self, question: str, *, history: Sequence[str] = (), top_k: int | None = None) -> Answer:
+        """Answer one question, citing the article's sentences.
+
+        ``history`` holds the conversation's earlier questions, oldest first. A follow-up
+        ("When will it be ready?") is searched with a vector pulled towards the previous
+        question, and then answered from whichever of the two searches is more confident.
+        """
+        return self.ask_many([question], histories=[history], top_k=top_k)[0]
+
+    def ask_many(self, questions: Sequence[str], *, histories: Sequence[Sequence[str]] | None = None,
+                 top_k: int | None = None) -> list[Answer]:
+        """Answer several questions, embedding them in one batch (faster than one by one)."""
+        histories = histories or [()] * len(questions)
+        if len(histories) != len(questions):
+            raise ValueError("give one history per question (or none at all)")
+        prepared = [self._prepare(q) for q in questions]
+        pending = [(i, p, self._context(h)) for i, (p, h) in enumerate(zip(prepared, histories)) if p.answer is None]
+        texts = [p.text for _, p, _ in pending] + [c for _, _, c in pending if c]
+        vectors = self.embedder.queries(texts) if texts else None
+        context_vectors = iter(vectors[len(pending):] if texts else [])
+        answers = [p.answer for p in prepared]
+        for row, (i, p, context) in enumerate(pending):
+            hits = self._search(p.text, vectors[row], next(context_vectors) if context else None, top_k or self.top_k)
+            answers[i] = compose(p.text, hits, threshold=self.threshold, notice=p.notice)
+        return answers
+
+    def _search(self, question: str, vector: np.ndarray, context: np.ndarray | None, top_k: int):
+        hits = self.searcher.search(question, top_k=top_k, vector=vector)
+        if context is None:
+            return hits
+        blended = vector + FOLLOW_UP_WEIGHT * context
+        follow = self.searcher.search(question, top_k=top_k, vector=blended / np.linalg.norm(blended))
+        return follow if follow and (not hits or follow[0].dense > hits[0].dense) else hits
+
+    @staticmethod
+    def _context(history: Sequence[str]) -> str:
+        questions = [clean_question(h) for h in history if isinstance(h, str) and h.strip()]
+        return questions[-1][:MAX_QUESTION_CHARS] if questions else ""
+
+    @staticmethod
+    def _prepare(question: str) -> _Prepared:
+        if not isinstance(question, str):
+            raise TypeError(f"a question must be a str, not {type(question).__name__}")
+        text = clean_question(question)
+        if not text:
+            return _Prepared(text, answer=empty_answer(question))
+        if len(text) > MAX_QUESTION_CHARS:
+            return _Prepared(text[:MAX_QUESTION_CHARS], notice=truncation_notice(text, MAX_QUESTION_CHARS))
+        return _Prepared(text)
+
+    def describe(self) -> str:
+        """One line naming the articles answered from."""
+        names = ", ".join(d.name for d in self.documents)
+        return f"{len(self.index.passages)} sentences from {len(self.documents)} article(s): {names}"
+
+
+def load(sources: Sequence[str | Path] | None = None, *, index_dir: str | Path | None = None,
+         model: str | None = None, top_k: int = 3, threshold: float | None = None,
+         config: SearchConfig | None = None, progress: bool = True) -> Engine:
+    """Read the articles, prepare the model, and open (or build) the index.
+
+    By default the articles are the ``.txt`` files in ``seeds/`` and the index lives in
+    ``index/``. Unreadable articles are reported on stderr and skipped; the rest load.
+    """
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    documents, skipped = read_documents(list(sources) if sources else [ROOT / "seeds"])
+    for error in skipped:
+        print(f"skipped: {error}", file=sys.stderr)
+    if not documents:
+        raise DocumentError("no readable article to answer from" + "".join(f"\n  {e}" for e in skipped))
+    embedder = Embedder.load(model)
+    index = open_index(documents, embedder, Path(index_dir) if index_dir else ROOT / "index", progress=progress)
+    return Engine(documents, index, embedder, skipped=skipped, top_k=top_k, threshold=threshold, config=config)

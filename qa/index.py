@@ -1,0 +1,233 @@
+"""Build, save, load and check the sentence index on disk (FAISS vectors + the sentences).
+
+Files in the index folder:
+
+- ``vectors.faiss``   FAISS index, inner product over unit vectors (cosine)
+- ``passages.json``   the sentences, in FAISS id order, with their source positions
+- ``manifest.json``   the model, the dimension, each source's checksum and each file's checksum
+
+Each file is written to a temporary name and renamed into place, the manifest last. The
+manifest holds the other files' checksums, so an interrupted or corrupted write is seen
+at the next load and the index is rebuilt instead of being trusted.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterator
+
+import faiss
+import numpy as np
+
+from .documents import Document, Sentence
+from .embedding import Embedder
+
+FORMAT_VERSION = 1
+EXACT_LIMIT = 200_000
+"""Up to this many sentences the index is exact (flat); above it, approximate (HNSW)."""
+
+_FILES = ("vectors.faiss", "passages.json")
+
+
+class IndexProblem(RuntimeError):
+    """The index on disk cannot be used as it is; the message says why."""
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    """What the manifest records of each article the index was built from."""
+
+    name: str
+    sha256: str
+    language: str
+    sentences: int
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """Which model and which sources made an index, and checksums of its files."""
+
+    format: int
+    model: str
+    dimension: int
+    kind: str
+    sources: tuple[SourceInfo, ...]
+    files: dict[str, str]
+    built: str
+
+    @classmethod
+    def from_json(cls, data: dict) -> Manifest:
+        return cls(
+            format=int(data["format"]), model=str(data["model"]), dimension=int(data["dimension"]),
+            kind=str(data["kind"]), sources=tuple(SourceInfo(**s) for s in data["sources"]),
+            files=dict(data["files"]), built=str(data["built"]),
+        )
+
+
+@dataclass
+class SentenceIndex:
+    """The sentences and their vectors, ready to search."""
+
+    manifest: Manifest
+    vectors: faiss.Index
+    passages: tuple[Sentence, ...]
+
+    def matches(self, documents: list[Document], model: str) -> bool:
+        """True when this index was built from exactly these documents with this model."""
+        wanted = [(d.name, d.sha256) for d in documents]
+        have = [(s.name, s.sha256) for s in self.manifest.sources]
+        same_split = [p.text for p in self.passages] == [s.text for d in documents for s in d.sentences]
+        return self.manifest.model == model and wanted == have and same_split
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _write_atomic(path: Path, write) -> None:
+    """Call ``write(tmp_path)`` and rename the result over ``path`` (fsynced first)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def make_faiss_index(vectors: np.ndarray) -> tuple[faiss.Index, str]:
+    """Exact search for small collections, HNSW graph search for large ones."""
+    dimension = vectors.shape[1]
+    if len(vectors) <= EXACT_LIMIT:
+        index, kind = faiss.IndexFlatIP(dimension), "flat"
+    else:
+        index = faiss.IndexHNSWFlat(dimension, 32, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = 80
+        index.hnsw.efSearch = 128
+        kind = "hnsw"
+    index.add(vectors)
+    return index, kind
+
+
+def _reusable_vectors(folder: Path, model: str) -> dict[tuple[str, ...], np.ndarray]:
+    """Vectors of an existing valid index by sentence texts of each source, so only new text is embedded."""
+    try:
+        old = load_index(folder)
+    except IndexProblem:
+        return {}
+    if old.manifest.model != model:
+        return {}
+    reused, offset = {}, 0
+    for source in old.manifest.sources:
+        texts = tuple(p.text for p in old.passages[offset : offset + source.sentences])
+        reused[texts] = old.vectors.reconstruct_n(offset, source.sentences)
+        offset += source.sentences
+    return reused
+
+
+@contextmanager
+def build_lock(folder: Path) -> Iterator[None]:
+    """One build at a time per index folder; a second one waits for the first to finish."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def build_index(documents: list[Document], embedder: Embedder, folder: Path, *, progress: bool = False) -> SentenceIndex:
+    """Embed the sentences of ``documents`` (reusing unchanged ones) and save the index in ``folder``."""
+    with build_lock(Path(folder)):
+        return _build_unlocked(documents, embedder, Path(folder), progress)
+
+
+def _build_unlocked(documents: list[Document], embedder: Embedder, folder: Path, progress: bool) -> SentenceIndex:
+    if not any(d.sentences for d in documents):
+        raise IndexProblem("no sentences to index: every article was empty or unreadable")
+    reused = _reusable_vectors(folder, embedder.name)
+    parts = []
+    for doc in documents:
+        vectors = reused.get(tuple(s.text for s in doc.sentences))
+        if vectors is None:
+            vectors = embedder.passages([s.text for s in doc.sentences], progress=progress)
+        parts.append(vectors)
+    vectors = np.ascontiguousarray(np.vstack(parts), dtype=np.float32)
+    index, kind = make_faiss_index(vectors)
+    passages = tuple(s for d in documents for s in d.sentences)
+    _write_atomic(folder / "vectors.faiss", lambda p: faiss.write_index(index, str(p)))
+    _write_atomic(folder / "passages.json", lambda p: p.write_text(
+        json.dumps([asdict(s) for s in passages], ensure_ascii=False), encoding="utf-8"))
+    manifest = Manifest(
+        format=FORMAT_VERSION, model=embedder.name, dimension=embedder.dimension, kind=kind,
+        sources=tuple(SourceInfo(d.name, d.sha256, d.language, len(d.sentences)) for d in documents),
+        files={name: _sha256_file(folder / name) for name in _FILES},
+        built=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    )
+    _write_atomic(folder / "manifest.json", lambda p: p.write_text(
+        json.dumps(asdict(manifest), ensure_ascii=False, indent=1), encoding="utf-8"))
+    return SentenceIndex(manifest, index, passages)
+
+
+def load_index(folder: Path) -> SentenceIndex:
+    """Load and verify an index; raises IndexProblem saying what is missing or corrupt."""
+    folder = Path(folder)
+    try:
+        manifest = Manifest.from_json(json.loads((folder / "manifest.json").read_text(encoding="utf-8")))
+    except FileNotFoundError as exc:
+        raise IndexProblem(f"no index in {folder} (manifest.json is missing)") from exc
+    except (ValueError, KeyError, TypeError) as exc:
+        raise IndexProblem(f"{folder / 'manifest.json'} is corrupt: {exc}") from exc
+    if manifest.format != FORMAT_VERSION:
+        raise IndexProblem(f"the index in {folder} has format {manifest.format}, this version reads {FORMAT_VERSION}")
+    for name in _FILES:
+        path = folder / name
+        if not path.is_file():
+            raise IndexProblem(f"{path} is missing")
+        if _sha256_file(path) != manifest.files.get(name):
+            raise IndexProblem(f"{path} does not match its checksum in the manifest (corrupt or half-written)")
+    try:
+        vectors = faiss.read_index(str(folder / "vectors.faiss"))
+        passages = tuple(Sentence(**p) for p in json.loads((folder / "passages.json").read_text(encoding="utf-8")))
+    except (RuntimeError, ValueError, TypeError) as exc:
+        raise IndexProblem(f"the index in {folder} cannot be read: {exc}") from exc
+    expected = sum(s.sentences for s in manifest.sources)
+    if vectors.ntotal != len(passages) or len(passages) != expected or vectors.d != manifest.dimension:
+        raise IndexProblem(f"the index in {folder} is inconsistent: {vectors.ntotal} vectors, {len(passages)} passages")
+    return SentenceIndex(manifest, vectors, passages)
+
+
+def open_index(documents: list[Document], embedder: Embedder, folder: Path, *, progress: bool = False) -> SentenceIndex:
+    """The index for these documents and this model: loaded when it matches, else rebuilt."""
+    folder = Path(folder)
+    index = _load_matching(documents, embedder.name, folder)
+    if index is None:
+        with build_lock(folder):  # another process may have built it while we waited
+            index = _load_matching(documents, embedder.name, folder)
+            if index is None:
+                index = _build_unlocked(documents, embedder, folder, progress)
+    return index
+
+
+def _load_matching(documents: list[Document], model: str, folder: Path) -> SentenceIndex | None:
+    try:
+        index = load_index(folder)
+    except IndexProblem:
+        return None
+    return index if index.matches(documents, model) else None

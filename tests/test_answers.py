@@ -1,0 +1,109 @@
+"""Questions in English and Dutch, paraphrased as people ask them, cited to the right sentence."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+import qa
+
+# (question, sentence number that must be cited first)
+ANSWERABLE = [
+    ("Where is the factory?", 6),
+    ("Where will the drones be built?", 6),
+    ("In which Russian region is the planned drone plant located?", 6),
+    ("When could the plant be running at full capacity?", 7),
+    ("Which port do the drones pass through?", 9),
+    ("What fighter jet does Iran want to buy?", 13),
+    ("Who is the White House spokesman?", 3),
+    ("Which newspaper reported the deal in November?", 10),
+    ("Waar staat de fabriek?", 6),
+    ("Wanneer kan de fabriek volledig draaien?", 7),
+    ("Welk gevechtsvliegtuig wil Iran kopen?", 13),
+    ("Via welke zee worden de drones vervoerd?", 9),
+    ("Wie heeft sancties opgelegd?", 21),
+]
+UNANSWERABLE = [
+    "What is the capital of France?",
+    "How many goals did Ajax score last Sunday?",
+    "Wat is het recept voor appeltaart?",
+]
+
+
+@pytest.mark.parametrize("question, sentence", ANSWERABLE)
+def test_first_citation_is_the_answering_sentence(engine, question, sentence):
+    answer = engine.ask(question)
+    assert answer.found, answer.text
+    assert answer.citations[0].sentence == sentence, [(c.sentence, c.score) for c in answer.citations]
+    assert answer.citations[0].text in answer.text and "[1]" in answer.text
+
+
+@pytest.mark.parametrize("question", UNANSWERABLE)
+def test_unanswerable_questions_are_said_so_and_still_list_passages(engine, question):
+    answer = engine.ask(question)
+    assert not answer.found
+    assert "does not seem to answer" in answer.text or "geen antwoord" in answer.text
+    assert len(answer.citations) == 3
+
+
+def test_citation_fields(engine, seed_document):
+    answer = engine.ask("Where is the factory?")
+    first = answer.citations[0]
+    assert (first.number, first.document, first.sentence) == (1, "000_e2981c027b46f4f0.txt", 6)
+    assert "Alabuga Special Economic Zone" in first.text and "Tatarstan" in first.text
+    assert seed_document.text[first.start:first.end] == first.text
+    assert [c.number for c in answer.citations] == [1, 2, 3]
+    assert answer.citations[0].score >= answer.citations[1].score >= answer.citations[2].score
+
+
+def test_dutch_question_gets_a_dutch_reply(engine):
+    assert engine.ask("Waar staat de fabriek?").text.startswith("Volgens het artikel")
+    assert engine.ask("Where is the factory?").text.startswith("According to the article")
+
+
+def test_follow_up_question_uses_the_conversation(engine):
+    answer = engine.ask("When could it be fully operational?", history=["Where is the factory?"])
+    assert answer.found and answer.citations[0].sentence == 7
+
+
+def test_ask_many_equals_ask(engine):
+    questions = ["Where is the factory?", "", "Waar staat de fabriek?"]
+    batch = engine.ask_many(questions)
+    assert [a.citations for a in batch] == [engine.ask(q).citations for q in questions]
+
+
+def test_empty_and_long_questions(engine):
+    empty = engine.ask("   \n\t ")
+    assert not empty.found and empty.citations == () and "question" in empty.text
+    long = engine.ask("Where is the factory? " + "x" * 5000)
+    assert long.notice and "1,000" in long.text
+    with pytest.raises(TypeError, match="str"):
+        engine.ask(None)  # type: ignore[arg-type]
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "qa", *args], cwd=qa.ROOT, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_command_line_cites_alabuga_first_and_refuses_france(tmp_path):
+    index = str(tmp_path / "index")
+    result = run_cli("ask", "Where is the factory?", "--index", index)
+    assert result.returncode == 0, result.stderr
+    first_line = result.stdout.splitlines()[0]
+    assert "Alabuga" in first_line and "[1]" in first_line
+    assert "[1] 000_e2981c027b46f4f0.txt, sentence 6" in result.stdout
+    result = run_cli("ask", "--json", "What is the capital of France?", "--index", index, "--top-k", "2")
+    data = json.loads(result.stdout)
+    assert data["found"] is False and len(data["citations"]) == 2
+    assert set(data["citations"][0]) >= {"number", "document", "sentence", "text", "score"}
+
+
+def test_command_line_build_reports_bad_files(tmp_path):
+    (tmp_path / "bad.txt").write_bytes(b"\x00\x01")
+    result = run_cli("build", str(qa.ROOT / "seeds"), str(tmp_path / "bad.txt"), "--index", str(tmp_path / "i"))
+    assert result.returncode == 1
+    assert "bad.txt" in result.stderr and "23 sentences" in result.stdout

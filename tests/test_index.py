@@ -1,0 +1,75 @@
+"""The index on disk: round trip, reuse, and rebuild after a change or damage."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from qa.documents import read_documents
+from qa.index import IndexProblem, build_index, load_index, open_index
+
+
+def test_round_trip(embedder, seed_document, tmp_path):
+    built = build_index([seed_document], embedder, tmp_path)
+    loaded = load_index(tmp_path)
+    assert loaded.passages == built.passages
+    assert loaded.vectors.ntotal == 23
+    assert np.allclose(loaded.vectors.reconstruct_n(0, 23), built.vectors.reconstruct_n(0, 23))
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["model"] == embedder.name and manifest["dimension"] == 384
+    assert manifest["sources"][0]["sha256"] == seed_document.sha256
+
+
+def test_matching_index_is_loaded_not_rebuilt(embedder, seed_document, tmp_path):
+    build_index([seed_document], embedder, tmp_path)
+    stamp = (tmp_path / "vectors.faiss").stat().st_mtime_ns
+    open_index([seed_document], embedder, tmp_path)
+    assert (tmp_path / "vectors.faiss").stat().st_mtime_ns == stamp
+
+
+def test_changed_source_triggers_rebuild_embedding_only_new_text(embedder, seeds_copy, tmp_path):
+    documents, _ = read_documents([seeds_copy])
+    open_index(documents, embedder, tmp_path)
+    (seeds_copy / "001_extra.txt").write_text("De fabriek in Tatarstan werd in maart geopend.", encoding="utf-8")
+    documents, _ = read_documents([seeds_copy])
+    calls = []
+    original = embedder.passages
+    embedder.passages = lambda texts, **kw: calls.append(list(texts)) or original(texts, **kw)
+    try:
+        index = open_index(documents, embedder, tmp_path)
+    finally:
+        del embedder.passages
+    assert calls == [["De fabriek in Tatarstan werd in maart geopend."]]
+    assert index.vectors.ntotal == 24
+    assert [s.name for s in load_index(tmp_path).manifest.sources] == ["000_e2981c027b46f4f0.txt", "001_extra.txt"]
+
+
+def test_other_model_name_triggers_rebuild(embedder, seed_document, tmp_path):
+    index = build_index([seed_document], embedder, tmp_path)
+    assert index.matches([seed_document], embedder.name)
+    assert not index.matches([seed_document], "some-other-model")
+
+
+@pytest.mark.parametrize("damage", ["truncate-faiss", "garbage-passages", "delete-faiss", "bad-manifest",
+                                    "edit-passage-text"])
+def test_damaged_index_is_detected_and_rebuilt(embedder, seed_document, tmp_path, damage):
+    build_index([seed_document], embedder, tmp_path)
+    faiss_file, passages_file = tmp_path / "vectors.faiss", tmp_path / "passages.json"
+    if damage == "truncate-faiss":
+        faiss_file.write_bytes(faiss_file.read_bytes()[:1000])
+    elif damage == "garbage-passages":
+        passages_file.write_bytes(b"\x00garbage")
+    elif damage == "delete-faiss":
+        faiss_file.unlink()
+    elif damage == "bad-manifest":
+        (tmp_path / "manifest.json").write_text("{not json")
+    else:  # a citation must never show text other than the stored sentence
+        passages_file.write_text(passages_file.read_text().replace("Alabuga", "Elders"))
+    with pytest.raises(IndexProblem):
+        load_index(tmp_path)
+    index = open_index([seed_document], embedder, tmp_path)
+    assert index.vectors.ntotal == 23
+    assert "Alabuga" in index.passages[5].text
+    load_index(tmp_path)  # valid again on disk
