@@ -30,8 +30,8 @@ class SearchConfig:
 
     lexical_weight: float = 0.03
     """Added to the cosine for a sentence holding all of the question's matched words."""
-    neighbour_weight: float = 0.0
-    """Share of the score taken from the sentence's neighbours (same paragraph)."""
+    neighbour_weight: float = 0.1
+    """Share of the score taken from the best neighbouring sentence (same paragraph)."""
     candidates: int = 50
     """How many dense and lexical candidates are re-scored together."""
     use_dense: bool = True
