@@ -18,6 +18,7 @@ from typing import Sequence
 
 import numpy as np
 
+from .conversation import context_for
 from .answer import Answer, Citation, compose, empty_answer, truncation_notice
 from .documents import Document, DocumentError, read_documents
 from .embedding import DEFAULT_MODEL, Embedder, ModelError
@@ -80,8 +81,8 @@ class Engine:
         """Answer one question, citing the article's sentences.
 
         ``history`` holds the conversation's earlier questions, oldest first. A follow-up
-        ("When will it be ready?") is searched with a vector pulled towards the previous
-        question, and then answered from whichever of the two searches is more confident.
+        ("When will it be ready?") is searched with its vector pulled towards the question
+        it leans on; a question that stands on its own is searched as it is.
         """
         return self.ask_many([question], histories=[history], top_k=top_k)[0]
 
@@ -92,7 +93,8 @@ class Engine:
         if len(histories) != len(questions):
             raise ValueError("give one history per question (or none at all)")
         prepared = [self._prepare(q) for q in questions]
-        pending = [(i, p, self._context(h)) for i, (p, h) in enumerate(zip(prepared, histories)) if p.answer is None]
+        pending = [(i, p, self._context(p.text, h)) for i, (p, h) in enumerate(zip(prepared, histories))
+                   if p.answer is None]
         texts = [p.text for _, p, _ in pending] + [c for _, _, c in pending if c]
         vectors = self.embedder.queries(texts) if texts else None
         context_vectors = iter(vectors[len(pending):] if texts else [])
@@ -103,17 +105,15 @@ class Engine:
         return answers
 
     def _search(self, question: str, vector: np.ndarray, context: np.ndarray | None, top_k: int):
-        hits = self.searcher.search(question, top_k=top_k, vector=vector)
-        if context is None:
-            return hits
-        blended = vector + FOLLOW_UP_WEIGHT * context
-        follow = self.searcher.search(question, top_k=top_k, vector=blended / np.linalg.norm(blended))
-        return follow if follow and (not hits or follow[0].dense > hits[0].dense) else hits
+        if context is not None:
+            vector = vector + FOLLOW_UP_WEIGHT * context
+            vector = vector / np.linalg.norm(vector)
+        return self.searcher.search(question, top_k=top_k, vector=vector)
 
     @staticmethod
-    def _context(history: Sequence[str]) -> str:
-        questions = [clean_question(h) for h in history if isinstance(h, str) and h.strip()]
-        return questions[-1][:MAX_QUESTION_CHARS] if questions else ""
+    def _context(question: str, history: Sequence[str]) -> str:
+        earlier = [clean_question(h)[:MAX_QUESTION_CHARS] for h in history if isinstance(h, str)]
+        return context_for(question, earlier)
 
     @staticmethod
     def _prepare(question: str) -> _Prepared:

@@ -1,0 +1,165 @@
+"""The web chat: the real Gradio server in-process, called through gradio_client and a real Chromium."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from gradio_client import Client
+
+import app
+import qa
+
+ARTIFACTS = Path(__file__).parent / "artifacts"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def server(engine):
+    demo = app.build_app(engine)
+    _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, server_name="127.0.0.1")
+    yield url
+    demo.close()
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return Client(server, verbose=False)
+
+
+def _answer_and_sources(reply: list[dict]) -> tuple[str, str]:
+    answer = reply[0]["content"]
+    sources = next(m["content"] for m in reply[1:] if m["metadata"].get("title") in ("Sources", "Closest passages"))
+    return answer, sources
+
+
+def test_english_question_through_the_api(client):
+    reply = client.predict(message="Where is the factory?", api_name="/chat")
+    answer, sources = _answer_and_sources(reply)
+    assert answer.startswith("According to the article") and "Alabuga" in answer and "[1]" in answer
+    assert sources.startswith("[1] 000_e2981c027b46f4f0.txt, sentence 6")
+    assert "»Het Witte Huis heeft beelden vrijgegeven van een faciliteit in de Alabuga" in sources
+
+
+def test_dutch_question_through_the_api(client):
+    reply = client.predict(message="Welke straaljager koopt Iran van Rusland?", api_name="/chat")
+    answer, sources = _answer_and_sources(reply)
+    assert answer.startswith("Volgens het artikel") and "SU-35" in answer
+    assert sources.startswith("[1] 000_e2981c027b46f4f0.txt, sentence 13")
+
+
+def test_unanswerable_question_is_said_so_with_closest_passages(client):
+    reply = client.predict(message="What is the capital of France?", api_name="/chat")
+    answer, _ = _answer_and_sources(reply)
+    assert "does not seem to answer" in answer
+    assert reply[1]["metadata"]["title"] == "Closest passages"
+
+
+def test_follow_up_uses_the_conversation(engine):
+    chat = app.make_reply(engine)
+    first = chat("Where is the factory?", [])
+    history = [{"role": "user", "content": "Where is the factory?"}, *first]
+    follow = chat("When could it be fully operational?", history)
+    assert "volgend jaar volledig operationeel" in follow[0]["content"]
+    assert app.earlier_questions(history) == ["Where is the factory?"]  # the sources block is no question
+
+
+def test_two_turn_conversation_through_the_api(client):
+    first = client.predict(message="Where is the factory?", api_name="/chat")
+    history = [{"role": "user", "content": "Where is the factory?", "metadata": {}}, *first]
+    follow = client.predict(message="When could it be fully operational?", history=history, api_name="/chat")
+    assert "volgend jaar volledig operationeel" in follow[0]["content"]
+
+
+def test_empty_question_gets_a_prompt_not_a_search(client):
+    reply = client.predict(message="   ", api_name="/chat")
+    assert "question" in reply[0]["content"] and len(reply) == 1
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_share_link_that_cannot_be_made_is_reported_and_the_app_keeps_serving(tmp_path):
+    port = _free_port()
+    process = subprocess.Popen([sys.executable, "app.py", "--share", "--port", str(port), "--index", str(tmp_path)],
+                               cwd=qa.ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        lines = []
+        deadline = time.time() + 240
+        while time.time() < deadline:
+            line = process.stdout.readline()
+            lines.append(line)
+            if line.startswith("Public:") or line.startswith("No share link"):
+                break
+        output = "".join(lines)
+        assert "the share link is public" in output and "--auth" in output
+        if "No share link" in output:  # offline, as on CI: one clear line, and the app still answers
+            assert f"127.0.0.1:{port}" in output
+            reply = Client(f"http://127.0.0.1:{port}/", verbose=False).predict(message="Waar staat de fabriek?",
+                                                                               api_name="/chat")
+            assert "fabriek" in reply[0]["content"]
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    playwright = pytest.importorskip("playwright.sync_api")
+    if not Path(CHROMIUM).exists():
+        pytest.fail("Chromium is missing: apt-get install chromium (scripts/test.sh does)")
+    with playwright.sync_playwright() as p:
+        instance = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield instance
+        instance.close()
+
+
+def _ask_in_page(page, question: str):
+    page.locator("textarea[data-testid=textbox]").fill(question)
+    page.locator("button[data-testid=submit-button]").click()
+    page.wait_for_function("document.querySelectorAll('[data-testid=bot]').length > 0", timeout=30_000)
+    page.wait_for_function("document.querySelectorAll('.pending').length === 0", timeout=30_000)
+
+
+@pytest.mark.browser
+def test_browser_asks_sees_citation_and_expands_sources(server, browser):
+    page = browser.new_page(viewport={"width": 1100, "height": 900})
+    page.goto(server)
+    page.wait_for_selector("textarea[data-testid=textbox]", timeout=30_000)
+    assert "Ask the article" in page.content() and "Waar staat de fabriek?" in page.content()
+    _ask_in_page(page, "Where is the factory?")
+    bot = page.locator("[data-testid=bot]").first
+    assert "Alabuga" in bot.inner_text() and "[1]" in bot.inner_text()
+    page.locator(".thought-group .title").first.click()
+    page.wait_for_timeout(800)
+    sources = page.locator(".message.thought").first.inner_text()
+    assert "sentence 6" in sources and "»Het Witte Huis heeft beelden vrijgegeven" in sources
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "chat.png"), full_page=True)
+    page.close()
+
+
+@pytest.mark.browser
+def test_browser_shows_html_in_a_question_as_text(server, browser):
+    page = browser.new_page()
+    dialogs = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    page.goto(server)
+    page.wait_for_selector("textarea[data-testid=textbox]", timeout=30_000)
+    question = "<img src=x onerror=alert(1)> Where is the <b>factory</b>?"
+    _ask_in_page(page, question)
+    user = page.locator("[data-testid=user]").first
+    assert "<img src=x onerror=alert(1)>" in user.inner_text()
+    assert page.locator("[data-testid=user] img[src=x]").count() == 0
+    page.wait_for_timeout(500)
+    assert dialogs == []
+    page.close()
