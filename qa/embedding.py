@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import struct
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -292,12 +293,18 @@ class Embedder:
 
         hf_logging.disable_progress_bar()  # a per-weight progress bar on every start is noise
         name, location = resolve_model(name_or_path)
+
+        def load(where: str):
+            return SentenceTransformer(where, device="cpu", model_kwargs={"dtype": torch.float32})
+
         try:
-            model = SentenceTransformer(location, device="cpu", model_kwargs={"dtype": torch.float32})
+            model = load(location)
         except Exception as exc:
-            hint = (f"delete {location} and run again to prepare it anew"
-                    if name == DEFAULT_MODEL else "check the name or path, or pass a local folder")
-            raise ModelError(f"Could not load the embedding model {name!r} from {location}: {exc}. Fix: {hint}.") from exc
+            if name != DEFAULT_MODEL:
+                raise ModelError(f"Could not load the embedding model {name!r}: {exc}. Check the name or path; "
+                                 f"without internet, pass a local sentence-transformers folder.") from exc
+            print(f"The prepared model in {location} is damaged ({exc}); preparing it again.", file=sys.stderr)
+            model = load(str(prepare_default_model(force=True)))
         return cls(name, model)
 
     @property
