@@ -84,7 +84,8 @@ class Searcher:
         wanted = min(n, max(cfg.candidates, top_k))
         _, dense_ids = self.index.vectors.search(vector[None, :], wanted)
         lexical = self._lexical_scores(question)
-        lexical_ids = np.argsort(-lexical)[:wanted] if lexical.any() else np.array([], dtype=int)
+        lexical_ids = (np.argpartition(-lexical, wanted - 1)[:wanted] if lexical.any()
+                       else np.array([], dtype=int))
         ids = [int(i) for i in dict.fromkeys([*dense_ids[0].tolist(), *lexical_ids.tolist()]) if i >= 0]
         dense = self._dense_scores(ids, vector)
         hits = []
