@@ -18,8 +18,8 @@ from typing import Sequence
 
 import numpy as np
 
-from .conversation import context_for
 from .answer import Answer, Citation, compose, empty_answer, truncation_notice
+from .conversation import context_for
 from .documents import Document, DocumentError, read_documents
 from .embedding import DEFAULT_MODEL, Embedder, ModelError
 from .index import IndexProblem, SentenceIndex, open_index
@@ -36,6 +36,7 @@ DEFAULT_THRESHOLD = {DEFAULT_MODEL: 0.775}
 """Best cosine below which the article is taken not to answer. Calibrated on the gold set's tuning
 part: the highest value that wrongly refuses at most 5% of answerable questions (2 of 43)."""
 OTHER_MODEL_THRESHOLD = 0.5
+"""For any other model the scale of cosines differs: an uncalibrated default; pass ``threshold=``."""
 FOLLOW_UP_WEIGHT = 0.5
 """How much the previous question pulls a follow-up question's vector (see Engine.ask)."""
 
@@ -111,7 +112,8 @@ class Engine:
         return self.searcher.search(question, top_k=top_k, vector=vector)
 
     @staticmethod
-    def _context(question: str, history: Sequence[str]) -> str:
+    def _context(question: str, history: Sequence[str] | str) -> str:
+        history = [history] if isinstance(history, str) else history
         earlier = [clean_question(h)[:MAX_QUESTION_CHARS] for h in history if isinstance(h, str)]
         return context_for(question, earlier)
 

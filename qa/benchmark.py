@@ -20,8 +20,15 @@ import numpy as np
 
 import qa
 
-_COLD_START = r"""
-import json, os, sys, time, resource
+_MEMORY = r"""
+def memory_mb():
+    # VmRSS now and VmHWM (peak) of this process; unlike ru_maxrss, not inherited from the parent
+    fields = dict(line.split(":", 1) for line in open("/proc/self/status"))
+    return {k: int(fields[k].split()[0]) / 1024 for k in ("VmRSS", "VmHWM")}
+"""
+
+_COLD_START = _MEMORY + r"""
+import json, os, sys, time
 t0 = time.perf_counter()
 import qa
 from qa.documents import read_documents
@@ -36,13 +43,14 @@ engine = qa.Engine(documents, index, embedder)
 t3 = time.perf_counter()
 answer = engine.ask("Where is the factory?")
 t4 = time.perf_counter()
-print(json.dumps({"imports": t1 - t0, "model load": t2 - t1, "index load": t3 - t2, "first answer": t4 - t3,
-                  "total": t4 - t0 + float(sys.argv[3]),
-                  "peak RSS MB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+mem = memory_mb()
+print(json.dumps({"interpreter start": float(sys.argv[3]), "imports": t1 - t0, "model load": t2 - t1,
+                  "index load": t3 - t2, "first answer": t4 - t3, "total": t4 - t0 + float(sys.argv[3]),
+                  "resident MB after first answer": mem["VmRSS"], "peak resident MB": mem["VmHWM"]}))
 """
 
-_BUILD = r"""
-import json, sys, time, resource
+_BUILD = _MEMORY + r"""
+import json, sys, time
 import qa
 from qa.documents import parse_document
 from qa.embedding import Embedder
@@ -50,24 +58,32 @@ from qa.index import build_index
 embedder = Embedder.load(sys.argv[2] or None)
 seed = (qa.ROOT / "seeds" / "000_e2981c027b46f4f0.txt").read_text(encoding="utf-8")
 docs = [parse_document((f"Artikel {i}.\n" + seed).encode(), name=f"{i}.txt") for i in range(int(sys.argv[3]))]
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+before = memory_mb()["VmRSS"]
 t0 = time.perf_counter()
 index = build_index(docs, embedder, sys.argv[1])
 seconds = time.perf_counter() - t0
-print(json.dumps({"sentences": len(index.passages), "seconds": seconds,
-                  "peak RSS MB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "RSS before MB": before}))
+print(json.dumps({"sentences": len(index.passages), "seconds": seconds, "resident MB before": before,
+                  "peak resident MB": memory_mb()["VmHWM"]}))
 """
 
 
 def _run_python(code: str, *args: str) -> dict:
-    t0 = time.perf_counter()
+    """Run ``code`` in a fresh interpreter; it prints one JSON line of figures."""
     out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=qa.ROOT,
                          timeout=900)
     if out.returncode:
         raise RuntimeError(out.stderr[-2000:])
-    result = json.loads(out.stdout.strip().splitlines()[-1])
-    result["wall"] = time.perf_counter() - t0
-    return result
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _interpreter_start() -> float:
+    """Seconds for a bare ``python -c pass``, the part of a cold start before any import."""
+    times = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "pass"], check=True)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
 
 
 def _median_dicts(runs: list[dict]) -> dict:
@@ -80,7 +96,7 @@ def _percentile(values: list[float], q: float) -> float:
 
 def cold_start(index_dir: Path, model: str | None, runs: int) -> dict:
     """Fresh processes: imports, model load, index load, first answer (interpreter start added)."""
-    startup = statistics.median(_run_python("import json; print(json.dumps({'x': 0}))")["wall"] for _ in range(3))
+    startup = _interpreter_start()
     return _median_dicts([_run_python(_COLD_START, str(index_dir), model or "", f"{startup:.4f}")
                           for _ in range(runs)])
 
@@ -174,7 +190,6 @@ def main(args: argparse.Namespace) -> int:
     import faiss
     import psutil
 
-    process = psutil.Process()
     engine = qa.load(args.sources or None, index_dir=args.index, model=args.model, progress=False)
     index_dir = Path(args.index) if args.index else qa.ROOT / "index"
     print(f"Machine: {psutil.cpu_count()} cores; FAISS {faiss.__version__}; model {engine.embedder.name}")
@@ -184,7 +199,6 @@ def main(args: argparse.Namespace) -> int:
 
     questions = [g.question for g in load_gold(DEFAULT_GOLD, engine)]
     print(_table(f"Warm ask(), {len(questions)} questions x 5 rounds", warm_latency(engine, questions, 5)))
-    print(_table("This process", {"resident MB": process.memory_info().rss / 2**20}))
     sizes = [10_000] if args.quick else [10_000, 100_000, 1_000_000]
     rows = faiss_scale(sizes)
     print("\nFAISS by size (generated clustered unit vectors, 384-d, 200 queries)")
