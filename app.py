@@ -46,15 +46,12 @@ def _text_of(content) -> str:
 
 def earlier_questions(history: list[dict]) -> list[str]:
     """The user's earlier questions; the assistant's replies and sources blocks are not questions."""
-    return [_text_of(m.get("content")) for m in history or [] if m.get("role") == "user"]
+    return [_text_of(m.get("content")) for m in history or [] if isinstance(m, dict) and m.get("role") == "user"]
 
 
 def _in_context(engine: qa.Engine, citation: qa.Citation) -> str:
     """The cited sentence marked »like this« between its neighbours in the same paragraph."""
-    document = next(d for d in engine.documents if d.name == citation.document)
-    near = {s.number: s.text for s in document.sentences
-            if s.paragraph == citation.paragraph and abs(s.number - citation.sentence) == 1}
-    before, after = near.get(citation.sentence - 1), near.get(citation.sentence + 1)
+    before, after = engine.surroundings(citation)
     return " ".join(filter(None, [before, f"»{citation.text}«", after]))
 
 

@@ -128,6 +128,13 @@ class Engine:
             return _Prepared(text[:MAX_QUESTION_CHARS], notice=truncation_notice(text, MAX_QUESTION_CHARS))
         return _Prepared(text)
 
+    def surroundings(self, citation: Citation) -> tuple[str, str]:
+        """The sentences just before and after a cited one, within its paragraph ("" where none)."""
+        document = next(d for d in self.documents if d.name == citation.document)
+        near = {s.number: s.text for s in document.sentences
+                if s.paragraph == citation.paragraph and abs(s.number - citation.sentence) == 1}
+        return near.get(citation.sentence - 1, ""), near.get(citation.sentence + 1, "")
+
     def describe(self) -> str:
         """One line naming the articles answered from."""
         names = ", ".join(d.name for d in self.documents)

@@ -201,7 +201,7 @@ def main(args: argparse.Namespace) -> int:
     print(_table(f"Warm ask(), {len(questions)} questions x 5 rounds", warm_latency(engine, questions, 5)))
     sizes = [10_000] if args.quick else [10_000, 100_000, 1_000_000]
     rows = faiss_scale(sizes)
-    print("\nFAISS by size (generated clustered unit vectors, 384-d, 200 queries)")
+    print("\nFAISS by size (generated 384-d vectors with 48-d structure, see faiss_scale; 200 queries)")
     print("| sentences | index | build s | bytes/vector | search p50 ms | recall@10 vs exact |\n|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['sentences']:,} | {r['kind']} | {r['build s']:.1f} | {r['bytes per vector']:.0f} | "
