@@ -7,7 +7,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import html
+import io
 import os
 import sys
 
@@ -147,10 +149,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.share and not auth:
         print("warning: the share link is public and anyone with it can use this app; "
               "protect it with --auth user:password", flush=True)
-    _, local_url, share_url = demo.launch(
-        server_name=args.host, server_port=args.port, share=args.share, auth=auth,
-        prevent_thread_lock=True, quiet=True, max_file_size="1mb", show_error=False,
-    )
+    gradio_says = io.StringIO()  # Gradio's own share-link failure text blames a missing file; ours is below
+    try:
+        with contextlib.redirect_stdout(gradio_says):
+            _, local_url, share_url = demo.launch(
+                server_name=args.host, server_port=args.port, share=args.share, auth=auth,
+                prevent_thread_lock=True, quiet=True, max_file_size="1mb", show_error=False,
+            )
+    except OSError as exc:
+        print(f"error: cannot serve on {args.host}:{args.port} ({exc}); choose another --port", file=sys.stderr)
+        return 2
     print(f"Serving {engine.describe()}", flush=True)
     print(f"Local:  {local_url}", flush=True)
     if args.share:

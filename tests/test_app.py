@@ -102,6 +102,7 @@ def test_share_link_that_cannot_be_made_is_reported_and_the_app_keeps_serving(tm
                 break
         output = "".join(lines)
         assert "the share link is public" in output and "--auth" in output
+        assert "Missing file" not in output  # Gradio's misleading text is replaced by one clear line
         if "No share link" in output:  # offline, as on CI: one clear line, and the app still answers
             assert f"127.0.0.1:{port}" in output
             reply = Client(f"http://127.0.0.1:{port}/", verbose=False).predict(message="Waar staat de fabriek?",
@@ -110,6 +111,23 @@ def test_share_link_that_cannot_be_made_is_reported_and_the_app_keeps_serving(tm
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def test_auth_protects_the_app(engine):
+    assert app.parse_auth("reader:s3cret") == ("reader", "s3cret")
+    with pytest.raises(SystemExit, match="user:password"):
+        app.parse_auth("no-colon")
+    demo = app.build_app(engine)
+    _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, server_name="127.0.0.1",
+                            auth=("reader", "s3cret"))
+    try:
+        with pytest.raises(Exception):
+            Client(url, verbose=False).predict(message="Where is the factory?", api_name="/chat")
+        reply = Client(url, auth=("reader", "s3cret"), verbose=False).predict(message="Where is the factory?",
+                                                                               api_name="/chat")
+        assert "Alabuga" in reply[0]["content"]
+    finally:
+        demo.close()
 
 
 @pytest.fixture(scope="module")
