@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
 import unicodedata
@@ -142,13 +143,23 @@ class Engine:
         return f"{len(self.index.passages)} sentences from {len(self.documents)} article(s): {names}"
 
 
+def default_index_dir(sources: Sequence[str | Path] | None) -> Path:
+    """``index/`` for the bundled articles; ``index/sources-<hash>/`` for any other set of paths,
+    so that asking about another article never throws away the bundled article's index."""
+    if not sources:
+        return ROOT / "index"
+    key = "\n".join(sorted(str(Path(s).resolve()) for s in sources))
+    return ROOT / "index" / f"sources-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+
+
 def load(sources: Sequence[str | Path] | None = None, *, index_dir: str | Path | None = None,
          model: str | None = None, top_k: int = 3, threshold: float | None = None,
          config: SearchConfig | None = None, progress: bool = True) -> Engine:
     """Read the articles, prepare the model, and open (or build) the index.
 
     By default the articles are the ``.txt`` files in ``seeds/`` and the index lives in
-    ``index/``. Unreadable articles are reported on stderr and skipped; the rest load.
+    ``index/`` (other articles get a folder of their own inside it, see
+    :func:`default_index_dir`). Unreadable articles are reported on stderr and skipped.
     """
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     documents, skipped = read_documents(list(sources) if sources else [ROOT / "seeds"])
@@ -157,5 +168,6 @@ def load(sources: Sequence[str | Path] | None = None, *, index_dir: str | Path |
     if not documents:
         raise DocumentError("no readable article to answer from" + "".join(f"\n  {e}" for e in skipped))
     embedder = Embedder.load(model)
-    index = open_index(documents, embedder, Path(index_dir) if index_dir else ROOT / "index", progress=progress)
+    index = open_index(documents, embedder, Path(index_dir) if index_dir else default_index_dir(sources),
+                       progress=progress)
     return Engine(documents, index, embedder, skipped=skipped, top_k=top_k, threshold=threshold, config=config)

@@ -91,3 +91,11 @@ def test_another_model_by_path_rebuilds_the_index_and_answers(seed_document, tmp
     assert engine.threshold == qa.OTHER_MODEL_THRESHOLD
     # English-only model, Dutch article: a name shared by question and sentence still finds it
     assert engine.ask("What did Anthony Ruggiero say?").citations[0].sentence == 19
+
+
+def test_other_articles_get_their_own_index_folder(tmp_path):
+    assert qa.default_index_dir(None) == qa.ROOT / "index"
+    mine = qa.default_index_dir([tmp_path / "a.txt"])
+    assert mine.parent == qa.ROOT / "index" and mine.name.startswith("sources-")
+    assert mine == qa.default_index_dir([str(tmp_path / "a.txt")])
+    assert mine != qa.default_index_dir([tmp_path / "b.txt"])
