@@ -72,13 +72,10 @@ class Searcher:
             result.append(near)
         return result
 
-    def embed_questions(self, questions: list[str]) -> np.ndarray:
-        return self.embedder.queries(questions)
-
     def search(self, question: str, *, top_k: int = 3, vector: np.ndarray | None = None) -> list[Hit]:
         """The ``top_k`` best sentences for ``question``, best first."""
         if vector is None:
-            vector = self.embed_questions([question])[0]
+            vector = self.embedder.queries([question])[0]
         cfg = self.config
         n = len(self.index.passages)
         wanted = min(n, max(cfg.candidates, top_k))
