@@ -6,7 +6,7 @@ can never say something the article does not.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from .documents import guess_language
 from .search import Hit
@@ -58,10 +58,7 @@ class Answer:
 
     def to_dict(self) -> dict:
         """Plain data with the same field names as the attributes (for JSON)."""
-        return {
-            "question": self.question, "found": self.found, "text": self.text, "notice": self.notice,
-            "citations": [c.__dict__.copy() for c in self.citations],
-        }
+        return asdict(self)
 
 
 def reply_language(question: str) -> str:
@@ -93,8 +90,7 @@ def compose(question: str, hits: list[Hit], *, threshold: float, notice: str = "
         body = " ".join(f"{_quote(c.text)} [{c.number}]" for c in quoted)
         text = f"{words['found']} {body}"
     else:
-        listed = "\n".join(f"[{c.number}] {_quote(c.text)}" for c in citations)
-        text = f"{words['not_found']}\n{listed}" if citations else words["not_found"].split(".")[0] + "."
+        text = "\n".join([words["not_found"], *(f"[{c.number}] {_quote(c.text)}" for c in citations)])
     if notice:
         text = f"{text}\n{notice}"
     return Answer(question=question, found=found, text=text, citations=citations, notice=notice)

@@ -104,8 +104,7 @@ class Searcher:
     def _dense_scores(self, ids: list[int], vector: np.ndarray) -> np.ndarray:
         if not ids:
             return np.zeros(0, dtype=np.float32)
-        stored = np.vstack([self.index.vectors.reconstruct(i) for i in ids])
-        return stored @ vector
+        return self.index.vectors.reconstruct_batch(np.asarray(ids, dtype=np.int64)) @ vector
 
     def _lexical_scores(self, question: str) -> np.ndarray:
         """BM25 of every sentence, scaled so the best one is 1 (all zeros when no word is shared)."""
