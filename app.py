@@ -1,17 +1,24 @@
-"""The web chat: Gradio over ``qa.load()`` / ``.ask()``, and nothing but presentation.
+"""The web chat: Gradio over ``qa.load()``, and nothing but presentation.
 
     python app.py                      # http://127.0.0.1:7860, the bundled article
     python app.py --share --auth me:secret
+    python app.py my_article.html      # other shared articles
+
+Each browser tab gets its own ``qa.Session`` (kept in ``gr.State``, never a global): the articles a
+visitor adds live there, in memory, and nobody else sees them. The operator's articles are shared.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import html
 import io
+import itertools
 import os
 import sys
+from typing import Sequence
 
 # Before gradio is imported: no telemetry, no hub look-ups, and loopback never through a proxy.
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -33,6 +40,15 @@ EXAMPLES = [
 CONCURRENCY = 4
 """Questions answered at the same time; more wait in Gradio's queue (at most QUEUE_SIZE)."""
 QUEUE_SIZE = 64
+ADD_CONCURRENCY = 2
+"""Articles embedded at the same time (all visitors together): embedding is the heavy part."""
+SESSION_IDLE_SECONDS = 2 * 3600
+"""A tab's own articles are freed after this long without use (and at once when the tab closes)."""
+UPLOAD_TYPES = [".txt", ".html", ".htm", ".pdf", ".md"]
+LAUNCH_OPTIONS = {"max_file_size": 2 * qa.SESSION_MAX_BYTES, "show_error": False}
+"""For every ``launch()``: Gradio refuses uploads far over the limit itself; qa.Session explains the rest."""
+ALL = ""
+"""The "Ask about" value meaning every article."""
 
 
 def _text_of(content) -> str:
@@ -51,32 +67,47 @@ def earlier_questions(history: list[dict]) -> list[str]:
     return [_text_of(m.get("content")) for m in history or [] if isinstance(m, dict) and m.get("role") == "user"]
 
 
-def _in_context(engine: qa.Engine, citation: qa.Citation) -> str:
+def _in_context(library, citation: qa.Citation) -> str:
     """The cited sentence marked »like this« between its neighbours in the same paragraph."""
-    before, after = engine.surroundings(citation)
+    before, after = library.surroundings(citation)
     return " ".join(filter(None, [before, f"»{citation.text}«", after]))
 
 
-def sources_text(engine: qa.Engine, answer: qa.Answer) -> str:
-    """One entry per citation: where it comes from, and the sentence in its surroundings."""
+def sources_text(library, answer: qa.Answer) -> str:
+    """One entry per citation: the article's title and source, the sentence, and its surroundings."""
     return "\n\n".join(
-        f"[{c.number}] {c.document}, sentence {c.sentence} (paragraph {c.paragraph}, score {c.score:.3f})\n"
-        f"{_in_context(engine, c)}"
+        f"[{c.number}] {c.title} ({c.source}), sentence {c.sentence} (paragraph {c.paragraph}, score {c.score:.3f})\n"
+        f"{_in_context(library, c)}"
         for c in answer.citations
     )
 
 
-def make_reply(engine: qa.Engine):
-    """The chat function behind the API and the page: the answer, then its sources as a block."""
+def reply_messages(library, answer: qa.Answer) -> list[dict]:
+    """The answer, then its sources as a collapsible block."""
+    reply = [{"role": "assistant", "content": answer.text, "metadata": {}}]
+    if answer.citations:
+        title = "Sources" if answer.found else "Closest passages"
+        reply.append({"role": "assistant", "content": sources_text(library, answer),
+                      "metadata": {"title": title, "status": "done"}})
+    return reply
 
-    def chat(message: str, history: list[dict] | None = None) -> list[dict]:
-        answer = engine.ask(_text_of(message), history=earlier_questions(history or []))
-        reply = [{"role": "assistant", "content": answer.text, "metadata": {}}]
-        if answer.citations:
-            title = "Sources" if answer.found else "Closest passages"
-            reply.append({"role": "assistant", "content": sources_text(engine, answer),
-                          "metadata": {"title": title, "status": "done"}})
-        return reply
+
+def _restricted(article: str | None) -> list[str] | None:
+    """``articles=`` for ask(): one article's name, or None for all of them."""
+    return [article] if article else None
+
+
+def make_reply(engine: qa.Engine):
+    """The chat function behind the API. An API client has no browser session: it asks the shared articles."""
+
+    def chat(message: str, history: list[dict] | None = None, article: str | None = None) -> list[dict]:
+        """Answer ``message``; ``article`` (a name from /articles) restricts the answer to that one article."""
+        try:
+            answer = engine.ask(_text_of(message), history=earlier_questions(history or []),
+                                articles=_restricted(article))
+        except qa.DocumentError as exc:
+            raise gr.Error(str(exc)) from exc
+        return reply_messages(engine, answer)
 
     return chat
 
@@ -86,33 +117,260 @@ def _shown(message: dict) -> dict:
     return {**message, "content": html.escape(_text_of(message["content"]))}
 
 
+def _size(n: int) -> str:
+    return f"{n / 1_000_000:g} MB" if n >= 1_000_000 else f"{n / 1000:g} kB"
+
+
+def limits_text() -> str:
+    """Who sees what, and how much a visitor may add (shown under the panel)."""
+    return (f"Articles you add are yours alone: only this browser tab sees them, they are kept in memory and "
+            f"never written to disk, and they are gone when you close or reload the page (or after "
+            f"{SESSION_IDLE_SECONDS // 3600} hours without use). At most {qa.SESSION_MAX_ARTICLES} articles "
+            f"and {_size(qa.SESSION_MAX_BYTES)}. Files: {', '.join(UPLOAD_TYPES)}. Shared articles are the "
+            f"operator's: everyone sees them, and only the operator can remove them.")
+
+
+def status_html(lines: Sequence[tuple[bool, str]]) -> str:
+    """Outcome lines for the panel, escaped; a failure is marked as a problem."""
+    return "".join(f'<p class="{"ok" if ok else "problem"}">{"" if ok else "⚠ "}{html.escape(text)}</p>'
+                   for ok, text in lines)
+
+
+def article_line(info) -> str:
+    """One entry of the article list, as escaped HTML."""
+    who = "shared" if info.shared else "yours"
+    return (f'<span class="title">{html.escape(info.title)}</span><br>'
+            f'<span class="meta">{html.escape(info.language)} · {info.sentences} sentences · {who}</span>')
+
+
+def reader_html(document: qa.Document, cited: Sequence[qa.Citation] = (), focus: int | None = None) -> str:
+    """The article as text, its sentences numbered, those the last answer cited marked with their [n].
+
+    Every character of the article is escaped: markup in it shows as text and never runs.
+    """
+    marks: dict[int, list[int]] = {}
+    for c in cited:
+        if c.document == document.name:
+            marks.setdefault(c.sentence, []).append(c.number)
+    paragraphs = []
+    for _, sentences in itertools.groupby(document.sentences, key=lambda s: s.paragraph):
+        spans = []
+        for s in sentences:
+            classes = " ".join(["sentence", *(["cited"] if s.number in marks else []),
+                                *(["focus"] if s.number == focus else [])])
+            cite = "".join(f"[{n}]" for n in marks.get(s.number, []))
+            spans.append(f'<span id="sentence-{s.number}" class="{classes}"><sup>{s.number}</sup> '
+                         f'{html.escape(s.text)}{f" <b>{cite}</b>" if cite else ""}</span>')
+        paragraphs.append(f"<p>{' '.join(spans)}</p>")
+    return (f"<h3>{html.escape(document.title)}</h3>"
+            f'<p class="meta">{html.escape(document.source)} · {html.escape(document.language)} · '
+            f"{len(document.sentences)} sentences</p>{''.join(paragraphs)}")
+
+
+READER_PLACEHOLDER = '<p class="meta">Press “Read” beside an article, or pick a source under the chat.</p>'
+SCROLL_TO_FOCUS = """() => { setTimeout(() => {
+    const s = document.querySelector('#reader .focus') || document.querySelector('#reader .cited');
+    if (s) s.scrollIntoView({block: 'center'}); }, 300); }"""
+PANEL_CSS = """
+.ok { margin: 2px 0; }
+.problem { color: var(--error-text-color); margin: 2px 0; }
+.title { font-weight: 600; }
+.meta { color: var(--body-text-color-subdued); font-size: 0.9em; }
+"""
+READER_CSS = PANEL_CSS + """
+.sentence sup { color: var(--body-text-color-subdued); }
+.cited { background: #fff3a3; color: #000; }
+.focus { outline: 2px solid #e0a800; }
+"""
+
+
+def close_session(session) -> None:
+    """Gradio's delete_callback: free a tab's articles when its state is dropped."""
+    if session is not None:
+        session.close()
+
+
 def build_app(engine: qa.Engine) -> gr.Blocks:
-    """The page: title, which articles it answers from, examples, and the chat; plus the API."""
+    """The page: the chat, the "Add an article" panel with the list of articles, and the reader; plus the API."""
     chat = make_reply(engine)
 
-    def on_submit(message: str, shown: list[dict]):
+    def library_of(session):
+        """Where this tab's questions go: its session, or the shared articles if the session has expired."""
+        return session if session is not None else engine
+
+    def listing(session, about: str = ALL):
+        """The article list and the "Ask about" choices; the choice is kept while its article is there."""
+        infos = library_of(session).articles()
+        choices = [("All articles", ALL),
+                   *((f"{a.title} ({'shared' if a.shared else 'yours'})", a.name) for a in infos)]
+        return infos, gr.Dropdown(choices=choices, value=about if any(a.name == about for a in infos) else ALL)
+
+    def start():
+        session = engine.session()
+        return session, *listing(session)
+
+    def end(request: gr.Request):
+        """The tab was closed or reloaded: free its articles now rather than when Gradio's state expires."""
+        demo.state_holder.delete_state(request.session_hash)
+
+    def on_submit(message: str, shown: list[dict], session, about: str):
         if not message.strip():
-            return "", shown
+            return "", shown, gr.skip(), gr.skip()
         asked = {"role": "user", "content": message, "metadata": {}}
         history = [{**m, "content": html.unescape(_text_of(m["content"]))} for m in shown or []]
-        reply = chat(message, history)
-        return "", [*(shown or []), *(_shown(m) for m in (asked, *reply))]
+        library = library_of(session)
+        try:
+            answer = library.ask(message, history=earlier_questions(history), articles=_restricted(about))
+        except qa.DocumentError as exc:  # the article asked about is gone
+            reply, citations = [{"role": "assistant", "content": str(exc), "metadata": {}}], ()
+        else:
+            reply, citations = reply_messages(library, answer), answer.citations
+        checks = [(f"[{c.number}] {c.title}, sentence {c.sentence}", str(c.number)) for c in citations]
+        return ("", [*(shown or []), *(_shown(m) for m in (asked, *reply))], citations,
+                gr.Radio(choices=checks, value=None, visible=bool(checks)))
+
+    def outcome(session, about, attempts, progress):
+        """Run each attempt (label, add) and say how each went; the articles already there are untouched."""
+        lines = []
+        for label, add in attempts:
+            known = {a.name for a in session.articles()}
+            try:
+                document = add(lambda fraction, message: progress(fraction, desc=message))
+            except qa.DocumentError as exc:
+                lines.append((False, str(exc)))
+                continue
+            verb = "Already here (same content)" if document.name in known else "Added"
+            lines.append((True, f"{verb}: “{document.title}”, {len(document.sentences)} sentences{label}."))
+        return session, status_html(lines), *listing(session, about)
+
+    def add_files(session, about, paths, progress=gr.Progress()):
+        session = session if session is not None else engine.session()
+        return outcome(session, about, [(f" (from {os.path.basename(p)})",
+                                         lambda report, p=p: session.add_file(p, progress=report))
+                                        for p in paths or []], progress)
+
+    def add_text(session, about, text, title, progress=gr.Progress()):
+        session = session if session is not None else engine.session()
+        return outcome(session, about, [("", lambda report: session.add_text(text, title=title.strip() or None,
+                                                                               progress=report))], progress)
+
+    def add_url(session, about, url, title, progress=gr.Progress()):
+        session = session if session is not None else engine.session()
+        return outcome(session, about, [("", lambda report: session.add_url(url.strip(), title=title.strip() or None,
+                                                                              progress=report))], progress)
+
+    def remove(session, about, name: str):
+        try:
+            if session is None:
+                raise qa.DocumentError("This tab's articles have expired; reload the page to start again.")
+            title = next((a.title for a in session.articles() if a.name == name), name)
+            session.remove(name)
+            line = (True, f"Removed “{title}”.")
+        except qa.DocumentError as exc:
+            line = (False, str(exc))
+        return session, status_html([line]), *listing(session, about)
+
+    def open_reader(session, cited, name: str, focus: int | None = None):
+        try:
+            page = reader_html(library_of(session).document(name), cited, focus)
+        except qa.DocumentError as exc:
+            page = status_html([(False, str(exc))])
+        return page, gr.Tabs(selected="reader")
+
+    def check_source(session, cited, number: str):
+        citation = next((c for c in cited if str(c.number) == number), None)
+        if citation is None:
+            return gr.skip(), gr.skip()
+        return open_reader(session, cited, citation.document, citation.sentence)
 
     with gr.Blocks(title="Ask the article", fill_height=True, analytics_enabled=False) as demo:
+        session = gr.State(None, time_to_live=SESSION_IDLE_SECONDS, delete_callback=close_session)
+        cited = gr.State(())
+        articles = gr.State([])
         gr.Markdown("# Ask the article")
-        gr.Markdown(html.escape(f"Answers from {engine.describe()}. Every answer quotes the article and cites "
-                                "it [n]; when the article does not say, the reply says so."))
-        chatbot = gr.Chatbot(
-            render_markdown=False, sanitize_html=True, allow_tags=False, height=560, show_label=False,
-            placeholder="Ask about the article, in English or Dutch.",
-        )
-        textbox = gr.Textbox(placeholder="Where is the factory? / Waar staat de fabriek?", show_label=False,
-                             max_length=qa.MAX_QUESTION_CHARS, submit_btn=True, autofocus=True)
-        gr.Examples(EXAMPLES, inputs=textbox, label="Examples (English and Dutch)")
-        gr.ClearButton([textbox, chatbot], value="New conversation", size="sm", variant="secondary")
-        textbox.submit(on_submit, [textbox, chatbot], [textbox, chatbot], api_visibility="private",
-                       concurrency_limit=CONCURRENCY)
+        gr.Markdown("Every answer quotes the articles and cites them [n]; when they do not say, the reply says "
+                    "so. Add your own article on the right, and check any citation in the reader.")
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=5):
+                chatbot = gr.Chatbot(
+                    render_markdown=False, sanitize_html=True, allow_tags=False, height=520, show_label=False,
+                    placeholder="Ask about the articles, in English or Dutch.",
+                )
+                textbox = gr.Textbox(placeholder="Where is the factory? / Waar staat de fabriek?", show_label=False,
+                                     max_length=qa.MAX_QUESTION_CHARS, submit_btn=True, autofocus=True,
+                                     elem_id="question")
+                checks = gr.Radio(choices=[], label="Check a source in the reader", visible=False,
+                                  elem_id="check-source")
+                with gr.Row(equal_height=False):
+                    about = gr.Dropdown(choices=[("All articles", ALL)], value=ALL, label="Ask about",
+                                        elem_id="ask-about", scale=3)
+                    clear = gr.ClearButton([textbox, chatbot], value="New conversation", size="sm",
+                                           variant="secondary", scale=1)
+                gr.Examples(EXAMPLES, inputs=textbox, label="Examples (English and Dutch)")
+            with gr.Column(scale=4):
+                with gr.Tabs(elem_id="side") as side:
+                    with gr.Tab("Articles", id="articles", elem_id="articles-tab"):
+                        gr.Markdown("### Add an article")
+                        with gr.Tabs(elem_id="add-panel"):
+                            with gr.Tab("File", elem_id="tab-file"):
+                                upload = gr.File(file_count="multiple", file_types=UPLOAD_TYPES, height=120,
+                                                 label="Upload .txt, .html, .pdf or .md", elem_id="upload")
+                            with gr.Tab("Paste text", elem_id="tab-text"):
+                                pasted_title = gr.Textbox(label="Title (optional)", max_lines=1,
+                                                          elem_id="pasted-title")
+                                pasted = gr.Textbox(label="Article text", lines=6, elem_id="pasted")
+                                add_text_button = gr.Button("Add text", size="sm", elem_id="add-text-button")
+                            with gr.Tab("Web page", elem_id="tab-url"):
+                                url = gr.Textbox(label="URL", placeholder="https://…", max_lines=1, elem_id="url")
+                                url_title = gr.Textbox(label="Title (optional)", max_lines=1)
+                                add_url_button = gr.Button("Add page", size="sm", elem_id="add-url-button")
+                        status = gr.HTML("", elem_id="add-status", css_template=PANEL_CSS)
+                        gr.Markdown(limits_text(), elem_id="limits")
+                        gr.Markdown("### Articles")
+
+                        @gr.render(inputs=articles)
+                        def article_rows(infos):
+                            for info in infos:
+                                with gr.Row(key=f"row-{info.name}", elem_classes="article-row", equal_height=False):
+                                    gr.HTML(article_line(info), css_template=PANEL_CSS, scale=4,
+                                            key=f"line-{info.name}")
+                                    read = gr.Button("Read", size="sm", scale=0, min_width=70,
+                                                     key=f"read-{info.name}", elem_classes="read")
+                                    read.click(lambda s, c, name=info.name: open_reader(s, c, name),
+                                               [session, cited], [reader, side],
+                                               api_visibility="private").then(None, js=SCROLL_TO_FOCUS)
+                                    if not info.shared:
+                                        drop = gr.Button("Remove", size="sm", scale=0, min_width=80,
+                                                         variant="stop", key=f"remove-{info.name}",
+                                                         elem_classes="remove")
+                                        drop.click(lambda s, a, name=info.name: remove(s, a, name), [session, about],
+                                                   [session, status, articles, about], api_visibility="private")
+
+                    with gr.Tab("Reader", id="reader", elem_id="reader-tab"):
+                        reader = gr.HTML(READER_PLACEHOLDER, elem_id="reader", css_template=READER_CSS,
+                                         max_height=640, padding=True)
+
+        panel = {"outputs": [session, status, articles, about], "concurrency_id": "add",
+                 "concurrency_limit": ADD_CONCURRENCY, "api_visibility": "private"}
+        upload.upload(add_files, [session, about, upload], **panel).then(
+            lambda: None, None, upload, api_visibility="private")
+        add_text_button.click(add_text, [session, about, pasted, pasted_title], **panel)
+        add_url_button.click(add_url, [session, about, url, url_title], **panel)
+        textbox.submit(on_submit, [textbox, chatbot, session, about], [textbox, chatbot, cited, checks],
+                       api_visibility="private", concurrency_limit=CONCURRENCY)
+        checks.input(check_source, [session, cited, checks], [reader, side],
+                     api_visibility="private").then(None, js=SCROLL_TO_FOCUS)
+        clear.click(lambda: ((), gr.Radio(choices=[], value=None, visible=False)), None, [cited, checks],
+                    api_visibility="private")
+        demo.load(start, None, [session, articles, about], api_visibility="private")
+        demo.unload(end)
+
+        def shared_articles() -> list[dict]:
+            """The shared articles (name, title, language, sentences, source): the names /chat's ``article`` takes."""
+            return [dataclasses.asdict(a) for a in engine.articles()]
+
         gr.api(chat, api_name="chat", concurrency_limit=CONCURRENCY)
+        gr.api(shared_articles, api_name="articles")
     demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=CONCURRENCY)
     return demo
 
@@ -135,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--auth", default=os.environ.get("QA_AUTH"), help="user:password (or $QA_AUTH)")
     parser.add_argument("--model", default=None, help="sentence-transformers model name or folder")
     parser.add_argument("--index", default=None, help="index folder (default: index/)")
-    parser.add_argument("sources", nargs="*", help="article files or folders (default: seeds/)")
+    parser.add_argument("sources", nargs="*", help="shared article files or folders (default: seeds/)")
     args = parser.parse_args(argv)
     auth = parse_auth(args.auth)
 
@@ -154,7 +412,7 @@ def main(argv: list[str] | None = None) -> int:
         with contextlib.redirect_stdout(gradio_says):
             _, local_url, share_url = demo.launch(
                 server_name=args.host, server_port=args.port, share=args.share, auth=auth,
-                prevent_thread_lock=True, quiet=True, max_file_size="1mb", show_error=False,
+                prevent_thread_lock=True, quiet=True, **LAUNCH_OPTIONS,
             )
     except OSError as exc:
         print(f"error: cannot serve on {args.host}:{args.port} ({exc}); choose another --port", file=sys.stderr)

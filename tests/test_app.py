@@ -24,7 +24,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 @pytest.fixture(scope="module")
 def server(engine):
     demo = app.build_app(engine)
-    _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, server_name="127.0.0.1")
+    _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, server_name="127.0.0.1", **app.LAUNCH_OPTIONS)
     yield url
     demo.close()
 
@@ -40,19 +40,21 @@ def _answer_and_sources(reply: list[dict]) -> tuple[str, str]:
     return answer, sources
 
 
-def test_english_question_through_the_api(client):
+def test_english_question_through_the_api(client, engine):
     reply = client.predict(message="Where is the factory?", api_name="/chat")
     answer, sources = _answer_and_sources(reply)
     assert answer.startswith("According to the article") and "Alabuga" in answer and "[1]" in answer
-    assert sources.startswith("[1] 000_e2981c027b46f4f0.txt, sentence 6")
+    seed = engine.document("000_e2981c027b46f4f0.txt")
+    assert sources.startswith(f"[1] {seed.title} ({seed.source}), sentence 6")  # the article by title
     assert "»Het Witte Huis heeft beelden vrijgegeven van een faciliteit in de Alabuga" in sources
 
 
-def test_dutch_question_through_the_api(client):
+def test_dutch_question_through_the_api(client, engine):
     reply = client.predict(message="Welke straaljager koopt Iran van Rusland?", api_name="/chat")
     answer, sources = _answer_and_sources(reply)
     assert answer.startswith("Volgens het artikel") and "SU-35" in answer
-    assert sources.startswith("[1] 000_e2981c027b46f4f0.txt, sentence 13")
+    assert sources.startswith(f"[1] {engine.document('000_e2981c027b46f4f0.txt').title} (")
+    assert "sentence 13" in sources.splitlines()[0]
 
 
 def test_unanswerable_question_is_said_so_with_closest_passages(client):
@@ -147,8 +149,8 @@ def browser():
 
 
 def _ask_in_page(page, question: str):
-    page.locator("textarea[data-testid=textbox]").fill(question)
-    page.locator("button[data-testid=submit-button]").click()
+    page.locator("#question textarea").fill(question)
+    page.locator("#question button[data-testid=submit-button]").click()
     page.wait_for_function("document.querySelectorAll('[data-testid=bot]').length > 0", timeout=30_000)
     page.wait_for_function("document.querySelectorAll('.pending').length === 0", timeout=30_000)
 
@@ -157,7 +159,7 @@ def _ask_in_page(page, question: str):
 def test_browser_asks_sees_citation_and_expands_sources(server, browser):
     page = browser.new_page(viewport={"width": 1100, "height": 900})
     page.goto(server)
-    page.wait_for_selector("textarea[data-testid=textbox]", timeout=30_000)
+    page.wait_for_selector("#question textarea", timeout=30_000)
     assert "Ask the article" in page.content() and "Waar staat de fabriek?" in page.content()
     _ask_in_page(page, "Where is the factory?")
     bot = page.locator("[data-testid=bot]").first
@@ -177,7 +179,7 @@ def test_browser_shows_html_in_a_question_as_text(server, browser):
     dialogs = []
     page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
     page.goto(server)
-    page.wait_for_selector("textarea[data-testid=textbox]", timeout=30_000)
+    page.wait_for_selector("#question textarea", timeout=30_000)
     question = "<img src=x onerror=alert(1)> Where is the <b>factory</b>?"
     _ask_in_page(page, question)
     user = page.locator("[data-testid=user]").first
