@@ -231,11 +231,12 @@ def build_app(engine: qa.Engine) -> gr.Blocks:
 
     def outcome(session, about, attempts, progress):
         """Run each attempt (label, add) and say how each went; the articles already there are untouched."""
+        session = session if session is not None else engine.session()
         lines = []
         for label, add in attempts:
             known = {a.name for a in session.articles()}
             try:
-                document = add(lambda fraction, message: progress(fraction, desc=message))
+                document = add(session, lambda fraction, message: progress(fraction, desc=message))
             except qa.DocumentError as exc:
                 lines.append((False, str(exc)))
                 continue
@@ -244,20 +245,17 @@ def build_app(engine: qa.Engine) -> gr.Blocks:
         return session, status_html(lines), *listing(session, about)
 
     def add_files(session, about, paths, progress=gr.Progress()):
-        session = session if session is not None else engine.session()
-        return outcome(session, about, [(f" (from {os.path.basename(p)})",
-                                         lambda report, p=p: session.add_file(p, progress=report))
-                                        for p in paths or []], progress)
+        return outcome(session, about, [(f" (from {os.path.basename(path)})",
+                                         lambda s, report, path=path: s.add_file(path, progress=report))
+                                        for path in paths or []], progress)
 
     def add_text(session, about, text, title, progress=gr.Progress()):
-        session = session if session is not None else engine.session()
-        return outcome(session, about, [("", lambda report: session.add_text(text, title=title.strip() or None,
-                                                                               progress=report))], progress)
+        return outcome(session, about, [("", lambda s, report: s.add_text(text, title=title.strip() or None,
+                                                                          progress=report))], progress)
 
     def add_url(session, about, url, title, progress=gr.Progress()):
-        session = session if session is not None else engine.session()
-        return outcome(session, about, [("", lambda report: session.add_url(url.strip(), title=title.strip() or None,
-                                                                              progress=report))], progress)
+        return outcome(session, about, [("", lambda s, report: s.add_url(url.strip(), title=title.strip() or None,
+                                                                         progress=report))], progress)
 
     def remove(session, about, name: str):
         try:

@@ -234,6 +234,15 @@ def test_pasted_text_with_a_title_is_listed_and_answers(server, browser):
     _ask_in_page(page, "How much did the bridge cost?")
     assert "48 million euros" in page.locator("[data-testid=bot]").first.inner_text()
     assert "Bridge <notes>" in _sources_block(page)
+
+    page.locator("#ask-about input").click()  # ask about this article only: the seed is not searched
+    page.get_by_role("option", name="Bridge <notes> (yours)").click()
+    page.locator("#question textarea").fill("Where is the factory?")
+    page.locator("#question button[data-testid=submit-button]").click()
+    page.wait_for_function("document.querySelectorAll('[data-testid=bot]').length > 1", timeout=30_000)
+    page.wait_for_function("document.querySelectorAll('.pending').length === 0", timeout=30_000)
+    assert "Alabuga" not in page.locator("[data-testid=bot]").last.inner_text()
+    assert all("Bridge <notes>" in label for label in page.locator("#check-source label").all_inner_texts())
     context.close()
 
 
