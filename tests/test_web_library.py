@@ -57,9 +57,9 @@ def bridge_file(tmp_path) -> Path:
     return path
 
 
-def _open(browser, server, **options):
+def _open(browser, server, viewport=None):
     """A fresh page in a fresh browser context (its own cookies and Gradio session)."""
-    context = browser.new_context(viewport={"width": 1280, "height": 1000}, **options)
+    context = browser.new_context(viewport=viewport or {"width": 1280, "height": 1000})
     page = context.new_page()
     page.dialogs = []
     page.on("dialog", lambda d: (page.dialogs.append(d.message), d.dismiss()))
@@ -295,3 +295,19 @@ def test_reader_escapes_everything_and_marks_what_was_cited(engine):
     assert page.count('class="sentence') == len(document.sentences)
     assert page.count("sentence cited") == sum(c.document == document.name for c in answer.citations)
     assert "<script" not in app.status_html([(False, "<script>alert(1)</script>.txt: empty")])
+
+
+@pytest.mark.browser
+def test_a_citation_deep_in_an_article_opens_the_reader_scrolled_to_it(server, browser):
+    context, page = _open(browser, server, viewport={"width": 1280, "height": 800})
+    _ask_in_page(page, "Welke straaljager koopt Iran van Rusland?")
+    page.locator("#check-source label").first.click()
+    page.wait_for_selector("#reader .focus", timeout=10_000)
+    page.wait_for_timeout(800)
+    focus = page.locator("#reader .focus")
+    assert focus.get_attribute("id") == "sentence-13" and "SU-35" in focus.inner_text()
+    in_view = page.evaluate("""() => {
+        const r = document.querySelector('#reader .focus').getBoundingClientRect();
+        return r.top >= 0 && r.bottom <= window.innerHeight; }""")
+    assert in_view
+    context.close()
