@@ -22,6 +22,10 @@ BRIDGE = (
 )
 BRIDGE_QUESTION = "When will the Zilverbrug open?"
 BRIDGE_ANSWER = "The Zilverbrug in Utrecht will open to trams and bicycles on 14 May 2027."
+HARBOUR = (
+    "The harbour of Harlingen will get a new ferry terminal in 2028, the port authority said on Monday.\n\n"
+    "The terminal costs 30 million euros and replaces the old one, built in 1961.\n"
+)
 HOSTILE_HTML = """<!doctype html>
 <html><head><title>&lt;img src=x onerror=alert(1)&gt; Harbour report</title>
 <script>alert('head')</script></head>
@@ -310,4 +314,20 @@ def test_a_citation_deep_in_an_article_opens_the_reader_scrolled_to_it(server, b
         const r = document.querySelector('#reader .focus').getBoundingClientRect();
         return r.top >= 0 && r.bottom <= window.innerHeight; }""")
     assert in_view
+    context.close()
+
+
+@pytest.mark.browser
+def test_two_additions_at_once_both_land(server, browser, bridge_file):
+    context, page = _open(browser, server)
+    page.get_by_role("tab", name="Paste text").click()
+    page.locator("#pasted textarea").fill(HARBOUR)
+    page.get_by_role("tab", name="File").click()
+    page.locator("#upload input[type=file]").set_input_files([str(bridge_file)])
+    page.get_by_role("tab", name="Paste text").click()
+    page.locator("#add-text-button").click()  # while the file is still being embedded
+    rows = _yours(page, 2)
+    assert any("Zilverbrug" in t or "zilverbrug" in t for t in rows.all_inner_texts())
+    _ask_in_page(page, "How much does the new ferry terminal in Harlingen cost?")
+    assert "ferry terminal" in page.locator("[data-testid=bot]").first.inner_text()
     context.close()
