@@ -18,6 +18,7 @@ import io
 import itertools
 import os
 import sys
+from pathlib import Path
 from typing import Sequence
 
 # Before gradio is imported: no telemetry, no hub look-ups, and loopback never through a proxy.
@@ -26,6 +27,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ["NO_PROXY"] = ",".join(filter(None, ["127.0.0.1", "localhost", os.environ.get("NO_PROXY")]))
 
 import gradio as gr  # noqa: E402
+from gradio.utils import get_upload_folder  # noqa: E402
 
 import qa  # noqa: E402
 
@@ -47,6 +49,8 @@ SESSION_IDLE_SECONDS = 2 * 3600
 UPLOAD_TYPES = [".txt", ".html", ".htm", ".pdf", ".md"]
 LAUNCH_OPTIONS = {"max_file_size": 2 * qa.SESSION_MAX_BYTES, "show_error": False}
 """For every ``launch()``: Gradio refuses uploads far over the limit itself; qa.Session explains the rest."""
+UPLOADS = Path(get_upload_folder()).resolve()
+"""Where Gradio keeps uploads: a path under it means nothing to a visitor."""
 ALL = ""
 """The "Ask about" value meaning every article."""
 
@@ -67,27 +71,34 @@ def earlier_questions(history: list[dict]) -> list[str]:
     return [_text_of(m.get("content")) for m in history or [] if isinstance(m, dict) and m.get("role") == "user"]
 
 
-def _in_context(library, citation: qa.Citation) -> str:
+def shown_source(source: str) -> str:
+    """Where an article came from, for people: an upload's server-side temporary path becomes its file name."""
+    if Path(source).is_relative_to(UPLOADS):
+        return f"uploaded file {Path(source).name}"
+    return source
+
+
+def _in_context(engine: qa.Engine, session: qa.Session | None, citation: qa.Citation) -> str:
     """The cited sentence marked »like this« between its neighbours in the same paragraph."""
-    before, after = library.surroundings(citation)
+    before, after = engine.surroundings(citation, session=session)
     return " ".join(filter(None, [before, f"»{citation.text}«", after]))
 
 
-def sources_text(library, answer: qa.Answer) -> str:
+def sources_text(engine: qa.Engine, answer: qa.Answer, session: qa.Session | None = None) -> str:
     """One entry per citation: the article's title and source, the sentence, and its surroundings."""
     return "\n\n".join(
-        f"[{c.number}] {c.title} ({c.source}), sentence {c.sentence} (paragraph {c.paragraph}, score {c.score:.3f})\n"
-        f"{_in_context(library, c)}"
+        f"[{c.number}] {c.title} ({shown_source(c.source)}), sentence {c.sentence} "
+        f"(paragraph {c.paragraph}, score {c.score:.3f})\n{_in_context(engine, session, c)}"
         for c in answer.citations
     )
 
 
-def reply_messages(library, answer: qa.Answer) -> list[dict]:
+def reply_messages(engine: qa.Engine, answer: qa.Answer, session: qa.Session | None = None) -> list[dict]:
     """The answer, then its sources as a collapsible block."""
     reply = [{"role": "assistant", "content": answer.text, "metadata": {}}]
     if answer.citations:
         title = "Sources" if answer.found else "Closest passages"
-        reply.append({"role": "assistant", "content": sources_text(library, answer),
+        reply.append({"role": "assistant", "content": sources_text(engine, answer, session),
                       "metadata": {"title": title, "status": "done"}})
     return reply
 
@@ -163,7 +174,7 @@ def reader_html(document: qa.Document, cited: Sequence[qa.Citation] = (), focus:
                          f'{html.escape(s.text)}{f" <b>{cite}</b>" if cite else ""}</span>')
         paragraphs.append(f"<p>{' '.join(spans)}</p>")
     return (f"<h3>{html.escape(document.title)}</h3>"
-            f'<p class="meta">{html.escape(document.source)} · {html.escape(document.language)} · '
+            f'<p class="meta">{html.escape(shown_source(document.source))} · {html.escape(document.language)} · '
             f"{len(document.sentences)} sentences</p>{''.join(paragraphs)}")
 
 
@@ -224,7 +235,7 @@ def build_app(engine: qa.Engine) -> gr.Blocks:
         except qa.DocumentError as exc:  # the article asked about is gone
             reply, citations = [{"role": "assistant", "content": str(exc), "metadata": {}}], ()
         else:
-            reply, citations = reply_messages(library, answer), answer.citations
+            reply, citations = reply_messages(engine, answer, session), answer.citations
         checks = [(f"[{c.number}] {c.title}, sentence {c.sentence}", str(c.number)) for c in citations]
         return ("", [*(shown or []), *(_shown(m) for m in (asked, *reply))], citations,
                 gr.Radio(choices=checks, value=None, visible=bool(checks)))
@@ -245,9 +256,11 @@ def build_app(engine: qa.Engine) -> gr.Blocks:
         return session, status_html(lines), *listing(session, about)
 
     def add_files(session, about, paths, progress=gr.Progress()):
-        return outcome(session, about, [(f" (from {os.path.basename(path)})",
-                                         lambda s, report, path=path: s.add_file(path, progress=report))
-                                        for path in paths or []], progress)
+        """Each uploaded file in turn; the upload box is emptied for the next one."""
+        return *outcome(session, about, [(f" (from {os.path.basename(path)})",
+                                          lambda s, report, path=path: s.add_file(path, name=os.path.basename(path),
+                                                                                 progress=report))
+                                         for path in paths or []], progress), None
 
     def add_text(session, about, text, title, progress=gr.Progress()):
         return outcome(session, about, [("", lambda s, report: s.add_text(text, title=title.strip() or None,
@@ -350,8 +363,7 @@ def build_app(engine: qa.Engine) -> gr.Blocks:
 
         panel = {"outputs": [session, status, articles, about], "concurrency_id": "add",
                  "concurrency_limit": ADD_CONCURRENCY, "api_visibility": "private"}
-        upload.upload(add_files, [session, about, upload], **panel).then(
-            lambda: None, None, upload, api_visibility="private")
+        upload.upload(add_files, [session, about, upload], **{**panel, "outputs": [*panel["outputs"], upload]})
         add_text_button.click(add_text, [session, about, pasted, pasted_title], **panel)
         add_url_button.click(add_url, [session, about, url, url_title], **panel)
         textbox.submit(on_submit, [textbox, chatbot, session, about], [textbox, chatbot, cited, checks],
