@@ -24,9 +24,13 @@ from .conversation import context_for
 from .documents import Document, DocumentError, read_documents
 from .embedding import DEFAULT_MODEL, Embedder, ModelError
 from .index import IndexProblem, SentenceIndex, open_index
-from .search import SearchConfig, Searcher
+from .ingest import from_text, ingest
+from .library import (SESSION_MAX_ARTICLES, SESSION_MAX_BYTES, ArticleInfo, Library, Part, Progress, Session,
+                      Snapshot)
+from .search import SearchConfig, Searcher, rank
 
-__all__ = ["load", "Engine", "Answer", "Citation", "SearchConfig", "DocumentError", "IndexProblem", "ModelError",
+__all__ = ["load", "Engine", "Session", "Document", "ArticleInfo", "Answer", "Citation", "SearchConfig",
+           "DocumentError", "IndexProblem", "ModelError", "SESSION_MAX_ARTICLES", "SESSION_MAX_BYTES",
            "OTHER_MODEL_THRESHOLD",
            "MAX_QUESTION_CHARS", "ROOT"]
 
@@ -62,36 +66,78 @@ class _Prepared:
 
 
 class Engine:
-    """Answers questions from one set of articles; load it once with :func:`load`."""
+    """Answers questions from the operator's articles; load it once with :func:`load`.
+
+    ``documents`` and ``index`` are the base articles; articles added later (``add``) live in
+    ``library`` and, given ``folder``, persist there.
+    """
 
     def __init__(self, documents: list[Document], index: SentenceIndex, embedder: Embedder, *,
                  skipped: Sequence[DocumentError] = (), top_k: int = 3, threshold: float | None = None,
-                 config: SearchConfig | None = None) -> None:
-        self.documents = documents
+                 config: SearchConfig | None = None, folder: Path | None = None,
+                 library: Library | None = None) -> None:
+        self.base_documents = documents
         self.skipped = tuple(skipped)
         self.index = index
         self.embedder = embedder
         self.top_k = top_k
         self.threshold = threshold if threshold is not None else DEFAULT_THRESHOLD.get(embedder.name, OTHER_MODEL_THRESHOLD)
-        self.searcher = Searcher(index, embedder, config)
+        self.config = config or SearchConfig()
+        self.searcher = Searcher(index, embedder, self.config)
+        self.library = library or Library(Part(self.searcher, tuple(documents)), embedder, folder)
+
+    @property
+    def documents(self) -> list[Document]:
+        """Every operator article: the base ones, then the added ones."""
+        return self.library.snapshot.documents
 
     def with_config(self, config: SearchConfig, *, threshold: float | None = None) -> Engine:
         """The same articles, index and model, searched another way (for evaluation)."""
-        return Engine(self.documents, self.index, self.embedder, skipped=self.skipped, top_k=self.top_k,
-                      threshold=self.threshold if threshold is None else threshold, config=config)
+        return Engine(self.base_documents, self.index, self.embedder, skipped=self.skipped, top_k=self.top_k,
+                      threshold=self.threshold if threshold is None else threshold, config=config,
+                      library=self.library)
 
-    def ask(self, question: str, *, history: Sequence[str] = (), top_k: int | None = None) -> Answer:
-        """Answer one question, citing the article's sentences.
+    def add(self, source: str | Path, *, title: str | None = None, progress: Progress | None = None) -> Document:
+        """Add an article for everyone, kept in the index folder: a path, an http(s) URL, or text
+        with a line break in it (use :meth:`add_text` for text that may be one line)."""
+        return self.library.add(ingest(source, title=title), progress=progress)
+
+    def add_text(self, text: str, *, title: str | None = None, progress: Progress | None = None) -> Document:
+        """Add pasted text as an article for everyone (never taken for a path or URL)."""
+        return self.library.add(from_text(text, title=title), progress=progress)
+
+    def remove(self, name: str) -> Document:
+        """Remove an added article (DocumentError when unknown or a base article)."""
+        return self.library.remove(name)
+
+    def articles(self) -> list[ArticleInfo]:
+        """The operator's articles, base first, in the order they were added."""
+        return self.library.snapshot.articles()
+
+    def document(self, name: str) -> Document:
+        """One article by name (DocumentError when unknown)."""
+        return self.library.snapshot.document(name)
+
+    def session(self) -> Session:
+        """A reader's own in-memory set of articles on top of the operator's (see :class:`Session`)."""
+        return Session(self)
+
+    def ask(self, question: str, *, history: Sequence[str] = (), top_k: int | None = None,
+            articles: Sequence[str] | None = None) -> Answer:
+        """Answer one question, citing the articles' sentences.
 
         ``history`` holds the conversation's earlier questions, oldest first. A follow-up
         ("When will it be ready?") is searched with its vector pulled towards the question
-        it leans on; a question that stands on its own is searched as it is.
+        it leans on; a question that stands on its own is searched as it is. ``articles``
+        names the articles to search (None: all).
         """
-        return self.ask_many([question], histories=[history], top_k=top_k)[0]
+        return self.ask_many([question], histories=[history], top_k=top_k, articles=articles)[0]
 
     def ask_many(self, questions: Sequence[str], *, histories: Sequence[Sequence[str]] | None = None,
-                 top_k: int | None = None) -> list[Answer]:
+                 top_k: int | None = None, articles: Sequence[str] | None = None,
+                 snapshot: Snapshot | None = None) -> list[Answer]:
         """Answer several questions, embedding them in one batch (faster than one by one)."""
+        snapshot = snapshot or self.library.snapshot  # one snapshot for the whole call
         histories = histories or [()] * len(questions)
         if len(histories) != len(questions):
             raise ValueError("give one history per question (or none at all)")
@@ -102,16 +148,20 @@ class Engine:
         vectors = self.embedder.queries(texts) if texts else None
         context_vectors = iter(vectors[len(pending):] if texts else [])
         answers = [p.answer for p in prepared]
+        info = snapshot.citations_info()
         for row, (i, p, context) in enumerate(pending):
-            hits = self._search(p.text, vectors[row], next(context_vectors) if context else None, top_k or self.top_k)
-            answers[i] = compose(p.text, hits, threshold=self.threshold, notice=p.notice)
+            hits = self._search(snapshot, p.text, vectors[row], next(context_vectors) if context else None,
+                                top_k or self.top_k, articles)
+            answers[i] = compose(p.text, hits, threshold=self.threshold, notice=p.notice, articles=info)
         return answers
 
-    def _search(self, question: str, vector: np.ndarray, context: np.ndarray | None, top_k: int):
+    def _search(self, snapshot: Snapshot, question: str, vector: np.ndarray, context: np.ndarray | None,
+                top_k: int, articles: Sequence[str] | None):
         if context is not None:
             vector = vector + FOLLOW_UP_WEIGHT * context
             vector = vector / np.linalg.norm(vector)
-        return self.searcher.search(question, top_k=top_k, vector=vector)
+        pools = snapshot.pools(question, vector, wanted=max(self.config.candidates, top_k), articles=articles)
+        return rank(pools, self.config, top_k)
 
     @staticmethod
     def _context(question: str, history: Sequence[str] | str) -> str:
@@ -130,17 +180,18 @@ class Engine:
             return _Prepared(text[:MAX_QUESTION_CHARS], notice=truncation_notice(text, MAX_QUESTION_CHARS))
         return _Prepared(text)
 
-    def surroundings(self, citation: Citation) -> tuple[str, str]:
+    def surroundings(self, citation: Citation, *, session: Session | None = None) -> tuple[str, str]:
         """The sentences just before and after a cited one, within its paragraph ("" where none)."""
-        document = next(d for d in self.documents if d.name == citation.document)
+        document = (session or self).document(citation.document)
         near = {s.number: s.text for s in document.sentences
                 if s.paragraph == citation.paragraph and abs(s.number - citation.sentence) == 1}
         return near.get(citation.sentence - 1, ""), near.get(citation.sentence + 1, "")
 
     def describe(self) -> str:
         """One line naming the articles answered from."""
-        names = ", ".join(d.name for d in self.documents)
-        return f"{len(self.index.passages)} sentences from {len(self.documents)} article(s): {names}"
+        documents = self.documents
+        names = ", ".join(d.name for d in documents)
+        return f"{sum(len(d.sentences) for d in documents)} sentences from {len(documents)} article(s): {names}"
 
 
 def default_index_dir(sources: Sequence[str | Path] | None) -> Path:
@@ -168,6 +219,7 @@ def load(sources: Sequence[str | Path] | None = None, *, index_dir: str | Path |
     if not documents:
         raise DocumentError("no readable article to answer from" + "".join(f"\n  {e}" for e in skipped))
     embedder = Embedder.load(model)
-    index = open_index(documents, embedder, Path(index_dir) if index_dir else default_index_dir(sources),
-                       progress=progress)
-    return Engine(documents, index, embedder, skipped=skipped, top_k=top_k, threshold=threshold, config=config)
+    folder = Path(index_dir) if index_dir else default_index_dir(sources)
+    index = open_index(documents, embedder, folder, progress=progress)
+    return Engine(documents, index, embedder, skipped=skipped, top_k=top_k, threshold=threshold, config=config,
+                  folder=folder)

@@ -7,6 +7,7 @@ can never say something the article does not.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Mapping
 
 from .documents import guess_language
 from .search import Hit
@@ -44,6 +45,8 @@ class Citation:
     paragraph: int
     start: int  # character span in the document
     end: int
+    title: str = ""  # the article's title, for people
+    source: str = ""  # where the article came from: file path, URL or "pasted text"
 
 
 @dataclass(frozen=True)
@@ -72,16 +75,21 @@ def empty_answer(question: str) -> Answer:
     return Answer(question=question, found=False, text=text, citations=(), notice=text)
 
 
-def compose(question: str, hits: list[Hit], *, threshold: float, notice: str = "") -> Answer:
+def compose(question: str, hits: list[Hit], *, threshold: float, notice: str = "",
+            articles: Mapping[str, tuple[str, str]] | None = None) -> Answer:
     """Number the hits, quote the best, and decide whether the article answers at all.
 
     ``found`` rests on the best dense (cosine) score alone: fused scores mix in word
-    overlap, which says little about whether the article answers the question.
+    overlap, which says little about whether the article answers the question. ``articles`` maps
+    each article's name to its (title, source) for the citations.
     """
+    articles = articles or {}
     words = _TEMPLATES[reply_language(question)]
     citations = tuple(
         Citation(number=n, document=h.passage.document, sentence=h.passage.number, text=h.passage.text,
-                 score=round(h.score, 4), paragraph=h.passage.paragraph, start=h.passage.start, end=h.passage.end)
+                 score=round(h.score, 4), paragraph=h.passage.paragraph, start=h.passage.start, end=h.passage.end,
+                 title=articles.get(h.passage.document, ("", ""))[0],
+                 source=articles.get(h.passage.document, ("", ""))[1])
         for n, h in enumerate(hits, start=1)
     )
     found = bool(hits) and max(h.dense for h in hits) >= threshold

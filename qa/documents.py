@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -62,13 +62,15 @@ class Sentence:
 
 @dataclass(frozen=True)
 class Document:
-    """A read article: its text, language, checksum and sentences."""
+    """A read article: its text, language, checksum and sentences, and where it came from."""
 
     name: str
     text: str
     language: str
     sha256: str
     sentences: tuple[Sentence, ...]
+    title: str = ""
+    source: str = ""  # file path, URL or "pasted text"
 
 
 def guess_language(text: str) -> str:
@@ -126,7 +128,32 @@ def split_sentences(text: str, *, document: str, language: str) -> tuple[Sentenc
     return tuple(sentences)
 
 
-def parse_document(data: bytes, *, name: str, language: str | None = None) -> Document:
+MAX_HEADLINE_CHARS = 150
+"""A first line this short, without a final period, is taken as the article's title."""
+
+
+def headline(text: str) -> str:
+    """The first line when it reads as a headline (short, no final period), else ""."""
+    first = text.strip().split("\n", 1)[0].strip()
+    if first and len(first) <= MAX_HEADLINE_CHARS and not first.endswith((".", ":", ";", ",")) and "\n" in text.strip():
+        return first
+    return ""
+
+
+def make_document(text: str, *, name: str, sha256: str, title: str | None = None, source: str = "",
+                  language: str | None = None) -> Document:
+    """Split text that is already decoded; the title defaults to the headline, else the name."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if not text.strip():
+        raise DocumentError(f"{name}: the file is empty")
+    language = language or guess_language(text)
+    sentences = split_sentences(text, document=name, language=language)
+    return Document(name=name, text=text, language=language, sha256=sha256, sentences=sentences,
+                    title=(title or "").strip() or headline(text) or name, source=source or name)
+
+
+def parse_document(data: bytes, *, name: str, language: str | None = None, title: str | None = None,
+                   source: str = "") -> Document:
     """Check and split one article given as bytes; raises DocumentError naming ``name``."""
     if len(data) > MAX_DOCUMENT_BYTES:
         raise DocumentError(f"{name}: {len(data):,} bytes is over the {MAX_DOCUMENT_BYTES:,}-byte limit for one article")
@@ -139,13 +166,8 @@ def parse_document(data: bytes, *, name: str, language: str | None = None) -> Do
             f"{name}: not UTF-8 (byte {exc.start} is {data[exc.start]:#04x}); save it as UTF-8, "
             f"e.g. iconv -f cp1252 -t utf-8"
         ) from exc
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
-    if not text.strip():
-        raise DocumentError(f"{name}: the file is empty")
-    language = language or guess_language(text)
-    sentences = split_sentences(text, document=name, language=language)
-    digest = hashlib.sha256(data).hexdigest()
-    return Document(name=name, text=text, language=language, sha256=digest, sentences=sentences)
+    return make_document(text, name=name, sha256=hashlib.sha256(data).hexdigest(), title=title, source=source,
+                         language=language)
 
 
 def read_document(path: str | Path, *, language: str | None = None) -> Document:
@@ -158,7 +180,7 @@ def read_document(path: str | Path, *, language: str | None = None) -> Document:
         data = path.read_bytes()
     except OSError as exc:
         raise DocumentError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
-    return parse_document(data, name=path.name, language=language)
+    return parse_document(data, name=path.name, language=language, source=str(path))
 
 
 def find_sources(paths: list[str | Path]) -> list[Path]:
@@ -182,3 +204,8 @@ def read_documents(paths: list[str | Path]) -> tuple[list[Document], list[Docume
     if duplicates:
         raise DocumentError(f"two sources share the name(s) {sorted(duplicates)}: citations would be ambiguous")
     return documents, errors
+
+
+def renamed(document: Document, name: str) -> Document:
+    """The same article under another name (its sentences carry the name too)."""
+    return replace(document, name=name, sentences=tuple(replace(s, document=name) for s in document.sentences))

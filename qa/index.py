@@ -228,3 +228,142 @@ def _load_matching(documents: list[Document], model: str, folder: Path) -> Sente
     except IndexProblem:
         return None
     return index if index.matches(documents, model) else None
+
+
+# --- The operator's added articles: one small exact index per article, kept in ``<index>/library/``.
+#
+# Each article has a folder named after its checksum holding ``article.json`` (its text, title and
+# source, so the index folder is self-contained) and ``vectors.npy``; ``library/manifest.json`` lists
+# the folders in the order they were added, with each file's checksum. A new article's folder is
+# written completely before the manifest names it, and a removed one is deleted only after the
+# manifest stops naming it, so a process killed half-way leaves the previous library whole; folders
+# no manifest names are swept away by the next change.
+
+LIBRARY_FOLDER = "library"
+_ARTICLE_FILES = ("article.json", "vectors.npy")
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Sentences searched through one FAISS index of their own (one added article)."""
+
+    passages: tuple[Sentence, ...]
+    vectors: faiss.Index
+
+
+@dataclass(frozen=True)
+class StoredArticle:
+    """An added article as read back from the index folder."""
+
+    document: Document
+    vectors: np.ndarray
+    folder: str
+
+
+def shard_for(document: Document, vectors: np.ndarray) -> Shard:
+    """An exact index over one article's sentence vectors."""
+    index, _ = make_faiss_index(np.ascontiguousarray(vectors, dtype=np.float32))
+    return Shard(document.sentences, index)
+
+
+def library_dir(index_folder: Path) -> Path:
+    return Path(index_folder) / LIBRARY_FOLDER
+
+
+def _article_folder_name(document: Document) -> str:
+    return document.sha256[:24]
+
+
+def read_library(index_folder: Path, embedder: Embedder, *, warn=print) -> list[StoredArticle]:
+    """The added articles in the order they were added; damaged vectors are re-embedded from the
+    stored text, a damaged article is dropped with a warning (the rest still load)."""
+    from .documents import make_document
+
+    folder = library_dir(index_folder)
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+        entries = list(manifest["articles"])
+        model = str(manifest["model"])
+    except FileNotFoundError:
+        return []
+    except (ValueError, KeyError, TypeError) as exc:
+        warn(f"the article library in {folder} has a damaged manifest ({exc}); its articles are not loaded")
+        return []
+    stored = []
+    for entry in entries:
+        where = folder / str(entry.get("folder", ""))
+        try:
+            if _sha256_file(where / "article.json") != entry["files"]["article.json"]:
+                raise IndexProblem("article.json does not match its checksum")
+            meta = json.loads((where / "article.json").read_text(encoding="utf-8"))
+            document = make_document(meta["text"], name=meta["name"], sha256=meta["sha256"], title=meta["title"],
+                                     source=meta["source"], language=meta["language"])
+        except (OSError, ValueError, KeyError, TypeError, IndexProblem) as exc:
+            warn(f"skipped a damaged article in {where}: {exc}")
+            continue
+        vectors = None
+        try:
+            if model == embedder.name and _sha256_file(where / "vectors.npy") == entry["files"]["vectors.npy"]:
+                vectors = np.load(where / "vectors.npy", allow_pickle=False)
+        except (OSError, ValueError, KeyError):
+            vectors = None
+        if vectors is None or vectors.shape != (len(document.sentences), embedder.dimension):
+            vectors = embedder.passages([s.text for s in document.sentences])
+        stored.append(StoredArticle(document, vectors, where.name))
+    return stored
+
+
+def write_library(index_folder: Path, model: str, articles: list[StoredArticle]) -> None:
+    """Make the library on disk hold exactly ``articles`` (call under :func:`build_lock`).
+
+    New article folders are written first, then the manifest, then unlisted folders are removed.
+    """
+    folder = library_dir(index_folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    entries = []
+    for article in articles:
+        where = folder / article.folder
+        if not _article_complete(where):
+            _write_article_folder(where, article)
+        entries.append({"folder": article.folder, "name": article.document.name,
+                        "files": {name: _sha256_file(where / name) for name in _ARTICLE_FILES}})
+    manifest = {"format": FORMAT_VERSION, "model": model, "articles": entries}
+    _write_atomic(folder / "manifest.json", lambda p: p.write_text(
+        json.dumps(manifest, ensure_ascii=False, indent=1), encoding="utf-8"))
+    sweep_library(index_folder, {a.folder for a in articles})
+
+
+def _article_complete(where: Path) -> bool:
+    return all((where / name).is_file() for name in _ARTICLE_FILES)
+
+
+def _write_article_folder(where: Path, article: StoredArticle) -> None:
+    """Write into a temporary folder, fsync, and rename it into place."""
+    import shutil
+
+    tmp = Path(tempfile.mkdtemp(prefix=f".{where.name}.", dir=where.parent))
+    try:
+        d = article.document
+        (tmp / "article.json").write_text(json.dumps(
+            {"name": d.name, "title": d.title, "source": d.source, "language": d.language, "sha256": d.sha256,
+             "text": d.text}, ensure_ascii=False), encoding="utf-8")
+        np.save(tmp / "vectors.npy", np.ascontiguousarray(article.vectors, dtype=np.float32), allow_pickle=False)
+        for name in _ARTICLE_FILES:
+            with open(tmp / name, "rb") as fh:
+                os.fsync(fh.fileno())
+        if where.exists():
+            shutil.rmtree(where)
+        os.replace(tmp, where)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+
+
+def sweep_library(index_folder: Path, keep: set[str]) -> None:
+    """Remove article folders (and leftovers of interrupted writes) that the manifest does not name."""
+    import shutil
+
+    folder = library_dir(index_folder)
+    for path in folder.iterdir() if folder.is_dir() else ():
+        if path.is_dir() and path.name not in keep:
+            shutil.rmtree(path, ignore_errors=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import bm25s
+import faiss
 import numpy as np
 from bm25s.stopwords import STOPWORDS_DUTCH, STOPWORDS_EN_PLUS
 
@@ -76,30 +77,25 @@ class Searcher:
         """The ``top_k`` best sentences for ``question``, best first."""
         if vector is None:
             vector = self.embedder.queries([question])[0]
-        cfg = self.config
-        n = len(self.index.passages)
-        wanted = min(n, max(cfg.candidates, top_k))
-        _, dense_ids = self.index.vectors.search(vector[None, :], wanted)
+        return rank([self.pool(question, vector, wanted=max(self.config.candidates, top_k))], self.config, top_k)
+
+    def pool(self, question: str, vector: np.ndarray, *, wanted: int, allowed: np.ndarray | None = None) -> Pool:
+        """Dense and lexical candidates from this index, only among the ``allowed`` sentence ids if given."""
+        wanted = min(len(self.index.passages) if allowed is None else len(allowed), wanted)
         lexical = self._lexical_scores(question)
+        if allowed is not None:
+            mask = np.zeros(len(lexical), dtype=bool)
+            mask[allowed] = True
+            lexical = np.where(mask, lexical, 0).astype(np.float32)
+        if wanted == 0:
+            return Pool(self, [], np.zeros(0, dtype=np.float32), lexical)
+        _, dense_ids = self.index.vectors.search(vector[None, :], wanted, params=_restricted(self.index.vectors, allowed))
         lexical_ids = (np.argpartition(-lexical, wanted - 1)[:wanted] if lexical.any()
                        else np.array([], dtype=int))
+        if allowed is not None:
+            lexical_ids = lexical_ids[mask[lexical_ids]]
         ids = [int(i) for i in dict.fromkeys([*dense_ids[0].tolist(), *lexical_ids.tolist()]) if i >= 0]
-        dense = self._dense_scores(ids, vector)
-        hits = []
-        for i, cosine in zip(ids, dense):
-            score = (cosine if cfg.use_dense else 0.0) + cfg.lexical_weight * lexical[i]
-            hits.append((score, i, cosine))
-        if cfg.neighbour_weight:
-            by_id = {i: s for s, i, _ in hits}
-            hits = [(self._with_neighbours(i, s, by_id), i, c) for s, i, c in hits]
-        hits.sort(key=lambda h: (-h[0], h[1]))
-        return [Hit(self.index.passages[i], float(s), float(c), float(lexical[i])) for s, i, c in hits[:top_k]]
-
-    def _with_neighbours(self, i: int, score: float, by_id: dict[int, float]) -> float:
-        near = [by_id[j] for j in self._neighbours[i] if j in by_id]
-        if not near:
-            return score
-        return (1 - self.config.neighbour_weight) * score + self.config.neighbour_weight * max(near)
+        return Pool(self, ids, self._dense_scores(ids, vector), lexical)
 
     def _dense_scores(self, ids: list[int], vector: np.ndarray) -> np.ndarray:
         if not ids:
@@ -107,11 +103,56 @@ class Searcher:
         return self.index.vectors.reconstruct_batch(np.asarray(ids, dtype=np.int64)) @ vector
 
     def _lexical_scores(self, question: str) -> np.ndarray:
-        """BM25 of every sentence, scaled so the best one is 1 (all zeros when no word is shared)."""
+        """BM25 of every sentence, unscaled (all zeros when no word is shared); :func:`rank` scales it."""
         known = [w for w in _tokenize([question], as_ids=False)[0] if w in self._lexical.vocab_dict]
         if not known:
             return np.zeros(len(self.index.passages), dtype=np.float32)
-        scores = self._lexical.get_scores(known)
-        top = float(scores.max())
-        return (scores / top).astype(np.float32) if top > 0 else np.zeros_like(scores, dtype=np.float32)
+        return np.asarray(self._lexical.get_scores(known), dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class Pool:
+    """The candidates one index offers for a question: sentence ids, their cosines, BM25 of every sentence."""
+
+    searcher: Searcher
+    ids: list[int]
+    dense: np.ndarray
+    lexical: np.ndarray
+
+
+def _restricted(index, allowed: np.ndarray | None):
+    """FAISS search parameters that only let the ``allowed`` ids through (None: no restriction)."""
+    if allowed is None:
+        return None
+    selector = faiss.IDSelectorBatch(np.asarray(allowed, dtype=np.int64))
+    if isinstance(index, faiss.IndexHNSW):
+        return faiss.SearchParametersHNSW(sel=selector, efSearch=index.hnsw.efSearch)
+    return faiss.SearchParameters(sel=selector)
+
+
+def rank(pools: list[Pool], config: SearchConfig, top_k: int) -> list[Hit]:
+    """Score the candidates of every pool on one scale and keep the ``top_k`` best, best first.
+
+    Cosines are comparable across indexes as they are; BM25 is scaled by the best score over
+    all pools, so a sentence holding all matched words gets the full lexical nudge.
+    """
+    cfg = config
+    top = max((float(p.lexical.max()) for p in pools if p.lexical.size), default=0.0)
+    scaled = [p.lexical / top if top > 0 else np.zeros_like(p.lexical) for p in pools]
+    hits = []
+    for s, (pool, lexical) in enumerate(zip(pools, scaled)):
+        for i, cosine in zip(pool.ids, pool.dense):
+            score = (cosine if cfg.use_dense else 0.0) + cfg.lexical_weight * lexical[i]
+            hits.append((score, (s, i), cosine))
+    if cfg.neighbour_weight:
+        by_id = {key: score for score, key, _ in hits}
+
+        def with_neighbours(key: tuple[int, int], score: float) -> float:
+            near = [by_id[(key[0], j)] for j in pools[key[0]].searcher._neighbours[key[1]] if (key[0], j) in by_id]
+            return (1 - cfg.neighbour_weight) * score + cfg.neighbour_weight * max(near) if near else score
+
+        hits = [(with_neighbours(key, score), key, c) for score, key, c in hits]
+    hits.sort(key=lambda h: (-h[0], h[1]))
+    return [Hit(pools[s].searcher.index.passages[i], float(score), float(c), float(scaled[s][i]))
+            for score, (s, i), c in hits[:top_k]]
 
