@@ -50,7 +50,7 @@ UPLOAD_TYPES = [".txt", ".html", ".htm", ".pdf", ".md"]
 LAUNCH_OPTIONS = {"max_file_size": 2 * qa.SESSION_MAX_BYTES, "show_error": False}
 """For every ``launch()``: Gradio refuses uploads far over the limit itself; qa.Session explains the rest."""
 UPLOADS = Path(get_upload_folder()).resolve()
-"""Where Gradio keeps uploads: a path under it means nothing to a visitor."""
+"""Where Gradio keeps uploads."""
 ALL = ""
 """The "Ask about" value meaning every article."""
 
@@ -72,10 +72,12 @@ def earlier_questions(history: list[dict]) -> list[str]:
 
 
 def shown_source(source: str) -> str:
-    """Where an article came from, for people: an upload's server-side temporary path becomes its file name."""
-    if Path(source).is_relative_to(UPLOADS):
-        return f"uploaded file {Path(source).name}"
-    return source
+    """Where an article came from, for people: a URL or "pasted text" as it is, a file by its name only
+    (a path on the server means nothing to a visitor and need not be shown to one)."""
+    path = Path(source)
+    if path.is_relative_to(UPLOADS):
+        return f"uploaded file {path.name}"
+    return path.name if path.is_absolute() else source
 
 
 def _in_context(engine: qa.Engine, session: qa.Session | None, citation: qa.Citation) -> str:

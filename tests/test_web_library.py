@@ -117,7 +117,8 @@ def test_upload_ask_read_the_citation_remove_and_nobody_else_sees_it(server, bro
     _ask_in_page(page, BRIDGE_QUESTION)
     assert "14 May 2027" in page.locator("[data-testid=bot]").first.inner_text()
     sources = _sources_block(page)
-    assert f"[1] {title} (" in sources and "sentence 1 " in sources  # the citation names the article
+    assert f"[1] {title} (uploaded file {bridge_file.name}), sentence 1 " in sources  # named by title and source
+    assert app.UPLOADS.as_posix() not in sources  # no server path shown
 
     page.locator("#check-source label").first.click()  # one click: the reader opens at the cited sentence
     page.wait_for_selector("#reader .focus", timeout=10_000)
@@ -331,3 +332,10 @@ def test_two_additions_at_once_both_land(server, browser, bridge_file):
     _ask_in_page(page, "When will the harbour of Harlingen get a new ferry terminal?")
     assert "Harlingen" in page.locator("[data-testid=bot]").first.inner_text()
     context.close()
+
+
+def test_sources_are_shown_without_server_paths():
+    assert app.shown_source(str(app.UPLOADS / "d41d8cd98f" / "my article.pdf")) == "uploaded file my article.pdf"
+    assert app.shown_source(str(qa.ROOT / "seeds" / "a.txt")) == "a.txt"
+    assert app.shown_source("https://example.org/news/1 (2026-11-28)") == "https://example.org/news/1 (2026-11-28)"
+    assert app.shown_source("pasted text") == "pasted text"
