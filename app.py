@@ -30,6 +30,7 @@ import gradio as gr  # noqa: E402
 from gradio.utils import get_upload_folder  # noqa: E402
 
 import qa  # noqa: E402
+from qa.ingest import MAX_FILE_BYTES  # noqa: E402
 
 EXAMPLES = [
     "Where is the factory?",
@@ -47,8 +48,8 @@ ADD_CONCURRENCY = 2
 SESSION_IDLE_SECONDS = 2 * 3600
 """A tab's own articles are freed after this long without use (and at once when the tab closes)."""
 UPLOAD_TYPES = [".txt", ".html", ".htm", ".pdf", ".md"]
-LAUNCH_OPTIONS = {"max_file_size": 2 * qa.SESSION_MAX_BYTES, "show_error": False}
-"""For every ``launch()``: Gradio refuses uploads far over the limit itself; qa.Session explains the rest."""
+LAUNCH_OPTIONS = {"max_file_size": MAX_FILE_BYTES, "show_error": False}
+"""For every ``launch()``: Gradio refuses a file over qa's per-file limit before it is even uploaded."""
 UPLOADS = Path(get_upload_folder()).resolve()
 """Where Gradio keeps uploads."""
 ALL = ""

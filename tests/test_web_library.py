@@ -221,6 +221,13 @@ def test_bad_input_is_explained_in_the_panel_and_loses_nothing(server, browser, 
     _status_after(page, lambda: page.locator("#add-text-button").click())
     assert page.locator("#add-status .problem").count() == 1
 
+    oversized = tmp_path / "oversized.txt"  # over the per-file limit: Gradio refuses it before uploading
+    oversized.write_bytes(b"word " * (app.MAX_FILE_BYTES // 5 + 10))
+    page.get_by_role("tab", name="File").click()
+    page.locator("#upload input[type=file]").set_input_files([str(oversized)])
+    page.wait_for_selector(".toast-body", timeout=10_000)
+    assert "exceed the maximum allowed size" in page.locator(".toast-body").first.inner_text()
+
     assert _rows(page) == before  # nothing lost, nothing half-added
     _ask_in_page(page, BRIDGE_QUESTION)
     assert "14 May 2027" in page.locator("[data-testid=bot]").first.inner_text()
