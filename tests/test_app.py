@@ -45,7 +45,7 @@ def test_english_question_through_the_api(client, engine):
     answer, sources = _answer_and_sources(reply)
     assert answer.startswith("According to the article") and "Alabuga" in answer and "[1]" in answer
     seed = engine.document("000_e2981c027b46f4f0.txt")
-    assert sources.startswith(f"[1] {seed.title} ({seed.source}), sentence 6")  # the article by title
+    assert sources.startswith(f"[1] {seed.title} ({app.shown_source(seed.source)}), sentence 6")  # by title
     assert "»Het Witte Huis heeft beelden vrijgegeven van een faciliteit in de Alabuga" in sources
 
 
