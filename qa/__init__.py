@@ -24,7 +24,7 @@ from .conversation import context_for
 from .documents import Document, DocumentError, read_documents
 from .embedding import DEFAULT_MODEL, Embedder, ModelError
 from .index import IndexProblem, SentenceIndex, open_index
-from .ingest import from_text, ingest
+from .ingest import from_any, from_text
 from .library import (SESSION_MAX_ARTICLES, SESSION_MAX_BYTES, ArticleInfo, Library, Part, Progress, Session,
                       Snapshot)
 from .search import SearchConfig, Searcher, rank
@@ -100,7 +100,7 @@ class Engine:
     def add(self, source: str | Path, *, title: str | None = None, progress: Progress | None = None) -> Document:
         """Add an article for everyone, kept in the index folder: a path, an http(s) URL, or text
         with a line break in it (use :meth:`add_text` for text that may be one line)."""
-        return self.library.add(ingest(source, title=title), progress=progress)
+        return self.library.add(from_any(source, title=title), progress=progress)
 
     def add_text(self, text: str, *, title: str | None = None, progress: Progress | None = None) -> Document:
         """Add pasted text as an article for everyone (never taken for a path or URL)."""

@@ -1,4 +1,4 @@
-"""Command line: ``python -m qa ask QUESTION``, ``build``, ``eval`` and ``bench``."""
+"""Command line: ``python -m qa ask QUESTION``, ``add``, ``list``, ``remove``, ``build``, ``eval`` and ``bench``."""
 
 from __future__ import annotations
 
@@ -14,12 +14,16 @@ def _print_answer(answer: qa.Answer) -> None:
     if answer.citations:
         print()
         for c in answer.citations:
-            print(f"[{c.number}] {c.document}, sentence {c.sentence} (score {c.score:.3f})")
+            print(f"[{c.number}] {c.title} ({c.source}), sentence {c.sentence} (score {c.score:.3f})")
+
+
+def _engine(args: argparse.Namespace, **kwargs) -> qa.Engine:
+    return qa.load(args.sources or None, index_dir=args.index, model=args.model, **kwargs)
 
 
 def _ask(args: argparse.Namespace) -> int:
-    engine = qa.load(args.sources or None, index_dir=args.index, model=args.model, top_k=args.top_k)
-    answer = engine.ask(" ".join(args.question))
+    engine = _engine(args, top_k=args.top_k)
+    answer = engine.ask(" ".join(args.question), articles=args.article)
     if args.json:
         print(json.dumps(answer.to_dict(), ensure_ascii=False, indent=1))
     else:
@@ -27,8 +31,36 @@ def _ask(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add(args: argparse.Namespace) -> int:
+    engine = _engine(args, progress=False)
+    failed = 0
+    for item in args.items:
+        try:
+            doc = engine.add(item, title=args.title)
+        except qa.DocumentError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        print(f"added {doc.name}: {doc.title!r}, {len(doc.sentences)} sentences, {doc.language} ({doc.source})")
+    return 2 if failed else 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    for a in _engine(args, progress=False).articles():
+        print(f"{a.name}\t{a.title}\t{a.language}\t{a.sentences} sentences\t{a.source}")
+    return 0
+
+
+def _remove(args: argparse.Namespace) -> int:
+    engine = _engine(args, progress=False)
+    for name in args.names:
+        engine.remove(name)
+        print(f"removed {name}")
+    return 0
+
+
 def _build(args: argparse.Namespace) -> int:
-    engine = qa.load(args.sources or None, index_dir=args.index, model=args.model)
+    engine = _engine(args)
     manifest = engine.index.manifest
     print(f"Index ({manifest.kind}, {manifest.model}, built {manifest.built}): {engine.describe()}")
     return 1 if engine.skipped else 0
@@ -59,7 +91,18 @@ def parser() -> argparse.ArgumentParser:
     ask.add_argument("question", nargs="+")
     ask.add_argument("--top-k", type=int, default=3, help="how many sentences to cite (default 3)")
     ask.add_argument("--json", action="store_true", help="print the answer as JSON")
+    ask.add_argument("--article", action="append", default=None, metavar="NAME",
+                     help="search only this article (repeat for several; see `list`)")
     ask.set_defaults(run=_ask)
+    add = commands.add_parser("add", parents=[common], help="add articles (files or http(s) URLs) for everyone")
+    add.add_argument("items", nargs="+", metavar="FILE_OR_URL", help=".txt, .md, .html, .pdf file, or a URL")
+    add.add_argument("--title", default=None, help="the article's title (default: from the page, PDF or first line)")
+    add.set_defaults(run=_add)
+    listing = commands.add_parser("list", parents=[common], help="list the articles answered from")
+    listing.set_defaults(run=_list)
+    remove = commands.add_parser("remove", parents=[common], help="remove added articles by name")
+    remove.add_argument("names", nargs="+", metavar="NAME")
+    remove.set_defaults(run=_remove)
     build = commands.add_parser("build", parents=[common], help="index seeds/ or the given files")
     build.add_argument("paths", nargs="*", metavar="PATH", help="article files or folders (default: seeds/)")
     build.set_defaults(run=_build)

@@ -148,8 +148,18 @@ def make_document(text: str, *, name: str, sha256: str, title: str | None = None
         raise DocumentError(f"{name}: the file is empty")
     language = language or guess_language(text)
     sentences = split_sentences(text, document=name, language=language)
-    return Document(name=name, text=text, language=language, sha256=sha256, sentences=sentences,
-                    title=(title or "").strip() or headline(text) or name, source=source or name)
+    title = (title or "").strip() or headline(text) or name
+    return Document(name=name, text=text, language=language, sha256=sha256,
+                    sentences=_without_title(sentences, title), title=title, source=source or name)
+
+
+def _without_title(sentences: tuple[Sentence, ...], title: str) -> tuple[Sentence, ...]:
+    """Drop a first paragraph that only repeats the title: a headline is no answer, and as a short
+    sentence full of the article's key words it would outrank the sentences that are."""
+    first = [s for s in sentences if s.paragraph == sentences[0].paragraph] if sentences else []
+    if not first or len(first) == len(sentences) or " ".join(s.text for s in first) != " ".join(title.split()):
+        return sentences
+    return tuple(replace(s, number=n) for n, s in enumerate(sentences[len(first):], start=1))
 
 
 def parse_document(data: bytes, *, name: str, language: str | None = None, title: str | None = None,

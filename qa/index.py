@@ -258,6 +258,7 @@ class StoredArticle:
     document: Document
     vectors: np.ndarray
     folder: str
+    repaired: bool = False  # its vectors were damaged and embedded again: write them back
 
 
 def shard_for(document: Document, vectors: np.ndarray) -> Shard:
@@ -307,9 +308,11 @@ def read_library(index_folder: Path, embedder: Embedder, *, warn=print) -> list[
                 vectors = np.load(where / "vectors.npy", allow_pickle=False)
         except (OSError, ValueError, KeyError):
             vectors = None
-        if vectors is None or vectors.shape != (len(document.sentences), embedder.dimension):
+        repaired = vectors is None or vectors.shape != (len(document.sentences), embedder.dimension)
+        if repaired:
+            warn(f"the vectors of {document.name} in {where} were damaged or from another model; embedded again")
             vectors = embedder.passages([s.text for s in document.sentences])
-        stored.append(StoredArticle(document, vectors, where.name))
+        stored.append(StoredArticle(document, vectors, where.name, repaired))
     return stored
 
 
@@ -323,7 +326,7 @@ def write_library(index_folder: Path, model: str, articles: list[StoredArticle])
     entries = []
     for article in articles:
         where = folder / article.folder
-        if not _article_complete(where):
+        if article.repaired or not _article_complete(where):
             _write_article_folder(where, article)
         entries.append({"folder": article.folder, "name": article.document.name,
                         "files": {name: _sha256_file(where / name) for name in _ARTICLE_FILES}})

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import io
+import ipaddress
 import json
 import re
+import socket
 import unicodedata
 from pathlib import Path
-from typing import Callable
 from urllib.parse import urlparse
 
 from .documents import MAX_DOCUMENT_BYTES, Document, DocumentError, headline, make_document, parse_document
@@ -22,6 +23,8 @@ from .documents import MAX_DOCUMENT_BYTES, Document, DocumentError, headline, ma
 MAX_FILE_BYTES = 20_000_000
 """Largest file or page accepted before extraction (a PDF or saved page carries much more than its text)."""
 MAX_NAME_CHARS = 80
+MIN_ARTICLE_CHARS = 60
+"""A web page whose extracted text is shorter than this has no article (only menus, a cookie wall...)."""
 PASTED = "pasted text"
 
 _HTML_START = re.compile(rb"^\s*(<!--.*?-->\s*)*<(!doctype\s+html|html|head|body|meta|title)\b", re.IGNORECASE | re.DOTALL)
@@ -104,29 +107,56 @@ def from_text(text: str, *, title: str | None = None) -> Document:
     return make_document(text, name=name, sha256=digest, title=title, source=PASTED)
 
 
-def from_url(url: str, *, title: str | None = None, fetch: Callable[[str], object] | None = None) -> Document:
-    """Fetch a page with trafilatura and keep its article text."""
+def from_url(url: str, *, title: str | None = None, local: bool = False) -> Document:
+    """Fetch a page with trafilatura and keep its article text.
+
+    Addresses on this machine or the local network are refused unless ``local`` (the operator's
+    own command line may use them; a web reader must not make the server fetch them).
+    """
     import trafilatura
 
     url = url.strip()
     if not is_url(url):
         raise DocumentError(f"{url!r} is not an http(s) address")
-    response = (fetch or trafilatura.fetch_response)(url)
-    if response is None or not getattr(response, "data", None):
-        status = getattr(response, "status", None)
-        why = f"the server answered {status}" if status else "unreachable, or this machine is offline"
+    if not local:
+        _refuse_private(url)
+    response = trafilatura.fetch_response(url, config=_trafilatura_config(local=local))
+    status = getattr(response, "status", None)
+    if response is None or not response.data or (status or 200) >= 400:
+        why = f"the server answered {status}" if status and status >= 400 else "unreachable, or this machine is offline"
         raise DocumentError(f"{url}: could not fetch the page ({why})")
-    if getattr(response, "status", 200) >= 400:
-        raise DocumentError(f"{url}: could not fetch the page (the server answered {response.status})")
     path_name = Path(urlparse(url).path).name or urlparse(url).netloc
     return from_bytes(response.data, name=path_name, title=title, source=url, url=url)
+
+
+def _refuse_private(url: str) -> None:
+    host = urlparse(url).hostname or ""
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
+    except OSError as exc:
+        raise DocumentError(f"{url}: could not fetch the page (cannot resolve {host}: unreachable, "
+                            f"or this machine is offline)") from exc
+    private = sorted(a for a in addresses if not ipaddress.ip_address(a.split("%")[0]).is_global)
+    if private:
+        raise DocumentError(f"{url}: refusing to fetch an address on this machine or a private network ({private[0]})")
+
+
+def _trafilatura_config(*, local: bool):
+    """trafilatura's settings; MIN_OUTPUT_SIZE makes a page with only menus count as having no article."""
+    from trafilatura.settings import use_config
+
+    config = use_config()
+    config.set("DEFAULT", "MIN_OUTPUT_SIZE", str(MIN_ARTICLE_CHARS))
+    config.set("DEFAULT", "SSRF_PROTECTION", "off" if local else "on")
+    return config
 
 
 def _from_html(data: bytes, *, name: str, title: str | None, source: str, url: str | None) -> Document:
     import trafilatura
 
     extracted = trafilatura.extract(data, url=url, output_format="json", with_metadata=True,
-                                    include_comments=False, include_tables=True, deduplicate=True)
+                                    include_comments=False, include_tables=True,
+                                    config=_trafilatura_config(local=False))
     found = json.loads(extracted) if extracted else {}
     text = (found.get("text") or "").strip()
     if not text:
@@ -172,14 +202,15 @@ def _checked(text: str, *, name: str, sha256: str, title: str, source: str) -> D
     return make_document(text, name=name, sha256=sha256, title=title, source=source or name)
 
 
-def ingest(source: str | Path, *, title: str | None = None) -> Document:
-    """A path, an http(s) address, or (for a str with a line break) pasted text."""
+def from_any(source: str | Path, *, title: str | None = None) -> Document:
+    """A path, an http(s) address, or (for a str with a line break) pasted text; for the operator,
+    so addresses on the local network are allowed."""
     if isinstance(source, Path):
         return from_file(source, title=title)
     if not isinstance(source, str):
         raise DocumentError(f"an article must be given as a path, a URL or text, not {type(source).__name__}")
     if is_url(source):
-        return from_url(source, title=title)
+        return from_url(source, title=title, local=True)
     if "\n" in source.strip():
         return from_text(source, title=title)
     if not Path(source).exists():

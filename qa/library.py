@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
@@ -30,6 +30,10 @@ EMBED_STEP = 64
 """Sentences embedded between two progress reports."""
 
 Progress = Callable[[float, str], None]
+
+
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
 
 
 @dataclass(frozen=True)
@@ -152,8 +156,13 @@ class Library:
         self._stored: list[StoredArticle] = []
         self._parts: dict[str, Part] = {}
         self.snapshot = Snapshot((base,), 1)
-        if folder is not None:
-            self._use(read_library(folder, embedder, warn=lambda m: print(f"warning: {m}", file=sys.stderr)))
+        if folder is not None:  # reading needs no lock: the manifest is replaced atomically
+            self._use(read_library(folder, embedder, warn=_warn))
+            if any(a.repaired for a in self._stored):
+                with self._folder_lock():
+                    self._sync()
+                    write_library(folder, embedder.name, self._stored)
+                    self._use([replace(a, repaired=False) for a in self._stored])
 
     def _use(self, stored: list[StoredArticle]) -> None:
         """Swap in a new snapshot holding the base articles and ``stored``."""
@@ -165,7 +174,7 @@ class Library:
         """Pick up articles another process added or removed (call under the folder lock)."""
         if self.folder is None:
             return
-        on_disk = read_library(self.folder, self.embedder, warn=lambda m: print(f"warning: {m}", file=sys.stderr))
+        on_disk = read_library(self.folder, self.embedder, warn=_warn)
         if [a.folder for a in on_disk] != [a.folder for a in self._stored]:
             self._use(on_disk)
 
