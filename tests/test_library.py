@@ -341,7 +341,7 @@ def test_cli_add_list_ask_remove(in_process_cli, folder, tmp_path, capsys):
 
     assert in_process_cli("ask", WEATHER_Q, "--article", "weather.txt", *common) == 0
     out = capsys.readouterr().out
-    assert f"[1] Storm over Utrecht ({tmp_path / 'weather.txt'}), sentence" in out
+    assert "[1] weather.txt, sentence 1 (score" in out and f" — Storm over Utrecht, {tmp_path / 'weather.txt'}\n" in out
     assert in_process_cli("ask", BAKERY_Q, "--article", "page.html", "--json", *common) == 0
     data = json.loads(capsys.readouterr().out)
     assert {c["document"] for c in data["citations"]} == {"page.html"}
