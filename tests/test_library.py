@@ -157,6 +157,11 @@ def test_session_articles_are_private_bounded_and_in_memory(engine, folder, tmp_
     assert other.ask(WEATHER_Q).citations[0].document != doc.name
     assert one.add_text(WEATHER) == doc  # same content: not added twice
     assert one.document(doc.name).text == WEATHER
+    assert one.ask(WEATHER_Q).citations[0].sentence == 1
+    assert engine.surroundings(answer.citations[0], session=one) == ("", "The city closed two bridges for cyclists "
+                                                                         "until Tuesday morning.")
+    with pytest.raises(DocumentError, match="refusing to fetch an address on this machine"):
+        one.add_url("http://127.0.0.1:9/story")
     assert sorted(str(p) for p in folder.rglob("*")) == on_disk  # nothing written
 
     with pytest.raises(DocumentError, match="shared article"):
