@@ -14,7 +14,8 @@ def _print_answer(answer: qa.Answer) -> None:
     if answer.citations:
         print()
         for c in answer.citations:
-            print(f"[{c.number}] {c.title} ({c.source}), sentence {c.sentence} (score {c.score:.3f})")
+            about = ", ".join(x for x in (c.title if c.title != c.document else "", c.source) if x)
+            print(f"[{c.number}] {c.document}, sentence {c.sentence} (score {c.score:.3f})" + (f" — {about}" if about else ""))
 
 
 def _engine(args: argparse.Namespace, **kwargs) -> qa.Engine:

@@ -148,16 +148,18 @@ def make_document(text: str, *, name: str, sha256: str, title: str | None = None
         raise DocumentError(f"{name}: the file is empty")
     language = language or guess_language(text)
     sentences = split_sentences(text, document=name, language=language)
-    title = (title or "").strip() or headline(text) or name
+    title = (title or "").strip()
+    heading = {" ".join(t.split()) for t in (title, headline(text)) if t}
     return Document(name=name, text=text, language=language, sha256=sha256,
-                    sentences=_without_title(sentences, title), title=title, source=source or name)
+                    sentences=_without_heading(sentences, heading), title=title or headline(text) or name,
+                    source=source or name)
 
 
-def _without_title(sentences: tuple[Sentence, ...], title: str) -> tuple[Sentence, ...]:
-    """Drop a first paragraph that only repeats the title: a headline is no answer, and as a short
-    sentence full of the article's key words it would outrank the sentences that are."""
+def _without_heading(sentences: tuple[Sentence, ...], heading: set[str]) -> tuple[Sentence, ...]:
+    """Drop a first paragraph that is only the title or headline: a headline is no answer, and as a
+    short sentence full of the article's key words it would outrank the sentences that are."""
     first = [s for s in sentences if s.paragraph == sentences[0].paragraph] if sentences else []
-    if not first or len(first) == len(sentences) or " ".join(s.text for s in first) != " ".join(title.split()):
+    if not first or len(first) == len(sentences) or " ".join(s.text for s in first) not in heading:
         return sentences
     return tuple(replace(s, number=n) for n, s in enumerate(sentences[len(first):], start=1))
 

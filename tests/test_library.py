@@ -157,6 +157,11 @@ def test_session_articles_are_private_bounded_and_in_memory(engine, folder, tmp_
     assert other.ask(WEATHER_Q).citations[0].document != doc.name
     assert one.add_text(WEATHER) == doc  # same content: not added twice
     assert one.document(doc.name).text == WEATHER
+    assert one.ask(WEATHER_Q).citations[0].sentence == 1
+    assert engine.surroundings(answer.citations[0], session=one) == ("", "The city closed two bridges for cyclists "
+                                                                         "until Tuesday morning.")
+    with pytest.raises(DocumentError, match="refusing to fetch an address on this machine"):
+        one.add_url("http://127.0.0.1:9/story")
     assert sorted(str(p) for p in folder.rglob("*")) == on_disk  # nothing written
 
     with pytest.raises(DocumentError, match="shared article"):
@@ -341,7 +346,7 @@ def test_cli_add_list_ask_remove(in_process_cli, folder, tmp_path, capsys):
 
     assert in_process_cli("ask", WEATHER_Q, "--article", "weather.txt", *common) == 0
     out = capsys.readouterr().out
-    assert f"[1] Storm over Utrecht ({tmp_path / 'weather.txt'}), sentence" in out
+    assert "[1] weather.txt, sentence 1 (score" in out and f" — Storm over Utrecht, {tmp_path / 'weather.txt'}\n" in out
     assert in_process_cli("ask", BAKERY_Q, "--article", "page.html", "--json", *common) == 0
     data = json.loads(capsys.readouterr().out)
     assert {c["document"] for c in data["citations"]} == {"page.html"}
