@@ -22,7 +22,7 @@ import numpy as np
 from .answer import Answer, Citation, compose, empty_answer, truncation_notice
 from .conversation import context_for
 from .documents import Document, DocumentError, read_documents
-from .embedding import DEFAULT_MODEL, Embedder, ModelError
+from .embedding import DEFAULT_BACKEND, DEFAULT_MODEL, Embedder, ModelError
 from .index import IndexProblem, SentenceIndex, open_index
 from .search import SearchConfig, Searcher
 
@@ -72,7 +72,7 @@ class Engine:
         self.index = index
         self.embedder = embedder
         self.top_k = top_k
-        self.threshold = threshold if threshold is not None else DEFAULT_THRESHOLD.get(embedder.name, OTHER_MODEL_THRESHOLD)
+        self.threshold = threshold if threshold is not None else DEFAULT_THRESHOLD.get(embedder.model_name, OTHER_MODEL_THRESHOLD)
         self.searcher = Searcher(index, embedder, config)
 
     def with_config(self, config: SearchConfig, *, threshold: float | None = None) -> Engine:
@@ -154,12 +154,13 @@ def default_index_dir(sources: Sequence[str | Path] | None) -> Path:
 
 def load(sources: Sequence[str | Path] | None = None, *, index_dir: str | Path | None = None,
          model: str | None = None, top_k: int = 3, threshold: float | None = None,
-         config: SearchConfig | None = None, progress: bool = True) -> Engine:
+         config: SearchConfig | None = None, progress: bool = True, backend: str = DEFAULT_BACKEND) -> Engine:
     """Read the articles, prepare the model, and open (or build) the index.
 
     By default the articles are the ``.txt`` files in ``seeds/`` and the index lives in
     ``index/`` (other articles get a folder of their own inside it, see
     :func:`default_index_dir`). Unreadable articles are reported on stderr and skipped.
+    ``backend`` runs the model with "onnx" (ONNX Runtime, int8) or "torch" (PyTorch).
     """
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     documents, skipped = read_documents(list(sources) if sources else [ROOT / "seeds"])
@@ -167,7 +168,7 @@ def load(sources: Sequence[str | Path] | None = None, *, index_dir: str | Path |
         print(f"skipped: {error}", file=sys.stderr)
     if not documents:
         raise DocumentError("no readable article to answer from" + "".join(f"\n  {e}" for e in skipped))
-    embedder = Embedder.load(model)
+    embedder = Embedder.load(model, backend=backend)
     index = open_index(documents, embedder, Path(index_dir) if index_dir else default_index_dir(sources),
                        progress=progress)
     return Engine(documents, index, embedder, skipped=skipped, top_k=top_k, threshold=threshold, config=config)
