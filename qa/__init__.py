@@ -22,11 +22,11 @@ import numpy as np
 from .answer import Answer, Citation, compose, empty_answer, truncation_notice
 from .conversation import context_for
 from .documents import Document, DocumentError, read_documents
-from .embedding import DEFAULT_BACKEND, DEFAULT_MODEL, Embedder, ModelError
+from .embedding import BACKENDS, DEFAULT_BACKEND, DEFAULT_MODEL, Embedder, ModelError
 from .index import IndexProblem, SentenceIndex, open_index
 from .search import SearchConfig, Searcher
 
-__all__ = ["load", "Engine", "Answer", "Citation", "SearchConfig", "DocumentError", "IndexProblem", "ModelError",
+__all__ = ["load", "Engine", "BACKENDS", "DEFAULT_BACKEND", "Answer", "Citation", "SearchConfig", "DocumentError", "IndexProblem", "ModelError",
            "OTHER_MODEL_THRESHOLD",
            "MAX_QUESTION_CHARS", "ROOT"]
 

@@ -18,7 +18,8 @@ def _print_answer(answer: qa.Answer) -> None:
 
 
 def _ask(args: argparse.Namespace) -> int:
-    engine = qa.load(args.sources or None, index_dir=args.index, model=args.model, top_k=args.top_k)
+    engine = qa.load(args.sources or None, index_dir=args.index, model=args.model, top_k=args.top_k,
+                     backend=args.backend)
     answer = engine.ask(" ".join(args.question))
     if args.json:
         print(json.dumps(answer.to_dict(), ensure_ascii=False, indent=1))
@@ -28,7 +29,7 @@ def _ask(args: argparse.Namespace) -> int:
 
 
 def _build(args: argparse.Namespace) -> int:
-    engine = qa.load(args.sources or None, index_dir=args.index, model=args.model)
+    engine = qa.load(args.sources or None, index_dir=args.index, model=args.model, backend=args.backend)
     manifest = engine.index.manifest
     print(f"Index ({manifest.kind}, {manifest.model}, built {manifest.built}): {engine.describe()}")
     return 1 if engine.skipped else 0
@@ -50,6 +51,8 @@ def parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--model", default=None, help="sentence-transformers model name or folder "
                         "(default: the bundled multilingual-e5-small)")
+    common.add_argument("--backend", choices=qa.BACKENDS, default=qa.DEFAULT_BACKEND,
+                        help=f"run the model with ONNX Runtime or PyTorch (default {qa.DEFAULT_BACKEND})")
     common.add_argument("--index", default=None, help="index folder (default: index/)")
     common.add_argument("--sources", nargs="*", default=None, metavar="PATH",
                         help="article files or folders (default: seeds/)")
