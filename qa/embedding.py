@@ -104,7 +104,7 @@ def _index_name(name: str, backend: str) -> str:
     return f"{name}+onnx-int8" if backend == "onnx" and ONNX_QUANTISED else name
 
 
-def _load_model(location: str, backend: str, progress: bool):
+def _load_model(location: str, backend: str, progress: bool, quantised: bool = ONNX_QUANTISED):
     """A SentenceTransformer on the CPU: as saved (torch), or with its Transformer module
     replaced by :class:`OnnxTransformer` (onnx). A damaged ONNX file is converted again."""
     import torch
@@ -123,12 +123,12 @@ def _load_model(location: str, backend: str, progress: bool):
         return SentenceTransformer._load_with_module_classes(
             location, {transformer_type: OnnxTransformer}, device="cpu", model_kwargs={"onnx_file": str(onnx_file)})
 
-    onnx_file = onnx_model_file(folder, progress=progress)
+    onnx_file = onnx_model_file(folder, quantised=quantised, progress=progress)
     try:
         return load(onnx_file)
     except OnnxFileError as exc:
         print(f"The converted model {onnx_file} is damaged ({exc}); converting it again.", file=sys.stderr)
-        return load(onnx_model_file(folder, progress=progress, force=True))
+        return load(onnx_model_file(folder, quantised=quantised, progress=progress, force=True))
 
 
 class OnnxFileError(ModelError):
