@@ -72,7 +72,7 @@ class Engine:
         self.index = index
         self.embedder = embedder
         self.top_k = top_k
-        self.threshold = threshold if threshold is not None else DEFAULT_THRESHOLD.get(embedder.model_name, OTHER_MODEL_THRESHOLD)
+        self.threshold = threshold if threshold is not None else DEFAULT_THRESHOLD.get(embedder.name, OTHER_MODEL_THRESHOLD)
         self.searcher = Searcher(index, embedder, config)
 
     def with_config(self, config: SearchConfig, *, threshold: float | None = None) -> Engine:
@@ -160,7 +160,7 @@ def load(sources: Sequence[str | Path] | None = None, *, index_dir: str | Path |
     By default the articles are the ``.txt`` files in ``seeds/`` and the index lives in
     ``index/`` (other articles get a folder of their own inside it, see
     :func:`default_index_dir`). Unreadable articles are reported on stderr and skipped.
-    ``backend`` runs the model with "onnx" (ONNX Runtime, int8) or "torch" (PyTorch).
+    ``backend`` runs the model with "onnx" (ONNX Runtime) or "torch" (PyTorch); same vectors.
     """
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     documents, skipped = read_documents(list(sources) if sources else [ROOT / "seeds"])

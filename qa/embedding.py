@@ -2,8 +2,8 @@
 
 Either way a ``SentenceTransformer`` encodes (prompts, batching, pooling, normalisation are
 its own). With ``backend="onnx"`` its Transformer module is swapped for :class:`OnnxTransformer`,
-which runs the same network converted once to an (int8) ONNX file by :mod:`qa.model_format`:
-about half the time per question and a third of the memory of PyTorch on this machine.
+which runs the same network converted once to an ONNX file by :mod:`qa.model_format`. Its vectors
+equal PyTorch's (cosine >= 0.999), so an index built with one backend serves the other.
 """
 
 from __future__ import annotations
@@ -17,8 +17,7 @@ import numpy as np
 
 from sentence_transformers.base.modules.input_module import InputModule
 
-from .model_format import (ONNX_QUANTISED, ModelError, onnx_model_file, prepare_default_model,
-                           transformer_folder)
+from .model_format import ModelError, onnx_model_file, prepare_default_model, transformer_folder
 
 __all__ = ["DEFAULT_MODEL", "BACKENDS", "DEFAULT_BACKEND", "Embedder", "ModelError", "OnnxTransformer",
            "prepare_default_model", "resolve_model"]
@@ -45,11 +44,8 @@ class Embedder:
     (1, 384)
     """
 
-    def __init__(self, name: str, model, *, model_name: str | None = None) -> None:
+    def __init__(self, name: str, model) -> None:
         self.name = name
-        """What the index manifest records: vectors made under another name are never mixed in."""
-        self.model_name = model_name or name
-        """The model's own name (what thresholds are calibrated for), whatever runs it."""
         self.model = model
         prompts = getattr(model, "prompts", {}) or {}
         self._query_prompt = "query" if "query" in prompts else None
@@ -76,7 +72,7 @@ class Embedder:
                                  f"without internet, pass a local sentence-transformers folder.") from exc
             print(f"The prepared model in {location} is damaged ({exc}); preparing it again.", file=sys.stderr)
             model = _load_model(str(prepare_default_model(force=True)), backend, progress)
-        return cls(_index_name(name, backend), model, model_name=name)
+        return cls(name, model)
 
     @property
     def dimension(self) -> int:
@@ -98,13 +94,7 @@ class Embedder:
         return np.ascontiguousarray(vectors, dtype=np.float32).reshape(len(texts), self.dimension)
 
 
-def _index_name(name: str, backend: str) -> str:
-    """int8 vectors are close to PyTorch's (cosine >= 0.99) but not equal, so an index built with
-    them gets a name of its own; float32 ONNX vectors match PyTorch's (cosine >= 0.999) and share."""
-    return f"{name}+onnx-int8" if backend == "onnx" and ONNX_QUANTISED else name
-
-
-def _load_model(location: str, backend: str, progress: bool, quantised: bool = ONNX_QUANTISED):
+def _load_model(location: str, backend: str, progress: bool):
     """A SentenceTransformer on the CPU: as saved (torch), or with its Transformer module
     replaced by :class:`OnnxTransformer` (onnx). A damaged ONNX file is converted again."""
     import torch
@@ -123,12 +113,12 @@ def _load_model(location: str, backend: str, progress: bool, quantised: bool = O
         return SentenceTransformer._load_with_module_classes(
             location, {transformer_type: OnnxTransformer}, device="cpu", model_kwargs={"onnx_file": str(onnx_file)})
 
-    onnx_file = onnx_model_file(folder, quantised=quantised, progress=progress)
+    onnx_file = onnx_model_file(folder, progress=progress)
     try:
         return load(onnx_file)
     except OnnxFileError as exc:
         print(f"The converted model {onnx_file} is damaged ({exc}); converting it again.", file=sys.stderr)
-        return load(onnx_model_file(folder, quantised=quantised, progress=progress, force=True))
+        return load(onnx_model_file(folder, progress=progress, force=True))
 
 
 class OnnxFileError(ModelError):
