@@ -147,12 +147,14 @@ def cold_start(index_dirs: dict[str, Path], model: str | None, runs: int) -> dic
     return {backend: _median_dicts(r) for backend, r in runs_by.items()}
 
 
-def build_throughput(model: str | None, copies: int, backends: list[str]) -> dict[str, dict]:
-    results = {}
-    for backend in backends:
-        with tempfile.TemporaryDirectory() as folder:
-            results[backend] = _run_python(_BUILD, folder, model or "", str(copies), backend)
-    return results
+def build_throughput(model: str | None, copies: int, backends: list[str], rounds: int = 2) -> dict[str, dict]:
+    """A fresh process per build, the backends taking turns; the median of ``rounds`` per backend."""
+    runs = {backend: [] for backend in backends}
+    for _ in range(rounds):
+        for backend in backends:
+            with tempfile.TemporaryDirectory() as folder:
+                runs[backend].append(_run_python(_BUILD, folder, model or "", str(copies), backend))
+    return {backend: _median_dicts(r) for backend, r in runs.items()}
 
 
 def warm_latency(engines: dict[str, qa.Engine], questions: list[str], rounds: int) -> dict[str, dict]:
@@ -307,7 +309,8 @@ def main(args: argparse.Namespace) -> int:
         del engines
         print(_columns("Cold start once prepared (s, MB), median of 3 fresh processes per backend, taking turns",
                        cold_start(index_dirs, args.model, 3)))
-    print(_columns("Index build, 40 copies of the seed article", build_throughput(args.model, 40, backends)))
+    print(_columns("Index build, 40 copies of the seed article, median of 2 per backend, taking turns",
+                   build_throughput(args.model, 40, backends)))
     sizes = [10_000] if args.quick else [100_000, 1_000_000]
     print(_rows("Lexical index (bm25s, as qa/search.py builds it at every load), generated sentences",
                 lexical_scale(sizes)))
