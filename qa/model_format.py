@@ -292,30 +292,38 @@ def _folder_key(folder: Path) -> str:
 def onnx_model_file(folder: str | Path, *, progress: bool = True, force: bool = False) -> Path:
     """The ONNX file of the Transformer in the sentence-transformers folder ``folder``, made once.
 
-    It lives in ``<cache>/models/onnx/<folder name>-<hash of its path>/<content key>.onnx``;
-    a changed folder gets a new key, and the files of earlier keys are then removed.
+    It lives in ``<cache>/models/onnx/<folder name>-<hash of its path>/<content key>.onnx``, its
+    weights beside it in ``<content key>.onnx.data``: ONNX Runtime maps that file into memory
+    rather than copying it, so only the embedding rows in use become resident. A changed folder
+    gets a new key, and the files of earlier keys are then removed.
     """
     folder = Path(folder).resolve()
     model_dir, _ = transformer_folder(folder)
     place = cache_dir() / "models" / "onnx" / f"{folder.name}-{hashlib.sha256(str(folder).encode()).hexdigest()[:8]}"
     target = place / f"{_folder_key(folder)}.onnx"
-    if target.is_file() and not force:
+    weights = target.with_name(target.name + ".data")
+    if target.is_file() and weights.is_file() and not force:
         return target
+    import onnx
     from tqdm.auto import tqdm
 
     place.mkdir(parents=True, exist_ok=True)
-    steps = tqdm(total=2, desc=f"Converting {folder.name} for ONNX Runtime", unit="step",
-                 disable=not progress)
+    steps = tqdm(total=3, desc=f"Converting {folder.name} for ONNX Runtime", unit="step", disable=not progress)
     with tempfile.TemporaryDirectory(prefix=".convert-", dir=place) as staging:
-        exported = Path(staging) / "model.onnx"
+        exported, quantised, graph = (Path(staging) / name for name in ("export.onnx", "int8.onnx", target.name))
         _export_onnx(model_dir, exported)
         steps.update()
-        _quantise(exported, Path(staging) / "model-int8.onnx")
+        _quantise(exported, quantised)
         steps.update()
-        os.replace(Path(staging) / "model-int8.onnx", target)
+        onnx.save_model(onnx.load(quantised), graph, save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=weights.name, size_threshold=1024)
+        steps.update()
+        target.unlink(missing_ok=True)  # the graph goes in last: it is what marks a finished conversion
+        os.replace(graph.with_name(weights.name), weights)
+        os.replace(graph, target)
     steps.close()
-    for old in place.glob("*.onnx"):
-        if old != target:
+    for old in place.iterdir():
+        if old not in (target, weights) and old.is_file():
             old.unlink(missing_ok=True)
     return target
 
