@@ -2,8 +2,8 @@
 
 Either way a ``SentenceTransformer`` encodes (prompts, batching, pooling, normalisation are
 its own). With ``backend="onnx"`` its Transformer module is swapped for :class:`OnnxTransformer`,
-which runs the same network converted once to an ONNX file by :mod:`qa.model_format`. Its vectors
-equal PyTorch's (cosine >= 0.999), so an index built with one backend serves the other.
+which runs the same network converted once to a float32 ONNX file by :mod:`qa.model_format`. Its
+vectors equal PyTorch's (cosine >= 0.999), so an index built with one backend serves the other.
 """
 
 from __future__ import annotations

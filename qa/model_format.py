@@ -258,9 +258,11 @@ def prepare_default_model(*, progress: bool = True, force: bool = False) -> Path
     return target
 
 
-_ONNX_SETTINGS = {"opset": 17, "int8": "Gather, per channel"}
-"""float32 arithmetic, int8 embedding tables: vectors within cosine 0.9998 of PyTorch's at 40% of
-the float32 file. int8 MatMuls as well were twice as fast but cost up to 0.11 R@1 on the gold set."""
+_ONNX_SETTINGS = {"opset": 17, "dtype": "float32", "weights": "external"}
+"""float32: the gold set scores exactly as with PyTorch. int8 was tried and dropped (see
+notes/runtime.md): int8 MatMuls halved the time per question but cost up to 0.11 R@1 on a gold
+group, and an int8 embedding table alone still flipped one question while saving no memory once
+the weights are memory-mapped."""
 
 
 def transformer_folder(folder: Path) -> tuple[Path, str]:
@@ -308,14 +310,12 @@ def onnx_model_file(folder: str | Path, *, progress: bool = True, force: bool = 
     from tqdm.auto import tqdm
 
     place.mkdir(parents=True, exist_ok=True)
-    steps = tqdm(total=3, desc=f"Converting {folder.name} for ONNX Runtime", unit="step", disable=not progress)
+    steps = tqdm(total=2, desc=f"Converting {folder.name} for ONNX Runtime", unit="step", disable=not progress)
     with tempfile.TemporaryDirectory(prefix=".convert-", dir=place) as staging:
-        exported, quantised, graph = (Path(staging) / name for name in ("export.onnx", "int8.onnx", target.name))
+        exported, graph = Path(staging) / "export.onnx", Path(staging) / target.name
         _export_onnx(model_dir, exported)
         steps.update()
-        _quantise(exported, quantised)
-        steps.update()
-        onnx.save_model(onnx.load(quantised), graph, save_as_external_data=True, all_tensors_to_one_file=True,
+        onnx.save_model(onnx.load(exported), graph, save_as_external_data=True, all_tensors_to_one_file=True,
                         location=weights.name, size_threshold=1024)
         steps.update()
         target.unlink(missing_ok=True)  # the graph goes in last: it is what marks a finished conversion
@@ -356,18 +356,3 @@ def _export_onnx(model_dir: Path, target: Path) -> None:
                           input_names=names, output_names=["token_embeddings"], dynamic_axes=axes,
                           opset_version=_ONNX_SETTINGS["opset"])
 
-
-def _quantise(source: Path, target: Path) -> None:
-    """int8 embedding tables (the word table alone is 250k x 384: 384 MB as float32, 96 MB as int8)."""
-    import logging
-
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)  # quantize_dynamic logs a "consider pre-processing" warning every time
-    try:
-        quantize_dynamic(source, target, weight_type=QuantType.QInt8, per_channel=True,
-                         op_types_to_quantize=["Gather"])
-    finally:
-        root.setLevel(level)
