@@ -405,6 +405,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--share", action="store_true", help="also ask Gradio for a public share link")
     parser.add_argument("--auth", default=os.environ.get("QA_AUTH"), help="user:password (or $QA_AUTH)")
     parser.add_argument("--model", default=None, help="sentence-transformers model name or folder")
+    parser.add_argument("--backend", choices=qa.BACKENDS, default=qa.DEFAULT_BACKEND,
+                        help=f"run the model with ONNX Runtime or PyTorch (default {qa.DEFAULT_BACKEND})")
     parser.add_argument("--index", default=None, help="index folder (default: index/)")
     parser.add_argument("sources", nargs="*", help="shared article files or folders (default: seeds/)")
     args = parser.parse_args(argv)
@@ -412,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print("Preparing the model and the index…", flush=True)
     try:
-        engine = qa.load(args.sources or None, index_dir=args.index, model=args.model)
+        engine = qa.load(args.sources or None, index_dir=args.index, model=args.model, backend=args.backend)
     except (qa.DocumentError, qa.IndexProblem, qa.ModelError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

