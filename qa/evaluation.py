@@ -28,8 +28,10 @@ import numpy as np
 
 import qa
 
+from .embedding import prepare_default_model
 from .index import open_index
 from .search import SearchConfig
+from .tuning import TUNED_CONFIG, TUNED_THRESHOLD, prepare_tuned_model
 
 DEFAULT_GOLD = qa.ROOT / "tests" / "data" / "gold.jsonl"
 DEFAULT_ARTICLES = (qa.ROOT / "seeds", qa.ROOT / "tests" / "data" / "articles")
@@ -40,9 +42,15 @@ CONFIGURATIONS: dict[str, SearchConfig] = {
     "lexical only": SearchConfig(use_dense=False, lexical_weight=1.0, neighbour_weight=0.0),
     "dense only": SearchConfig(lexical_weight=0.0, neighbour_weight=0.0),
     "hybrid, no neighbours": SearchConfig(neighbour_weight=0.0),
+    "hybrid + neighbours, no language offsets": SearchConfig(language_offsets=()),
     "hybrid + neighbours (default)": SearchConfig(),
 }
 DEFAULT_NAME = "hybrid + neighbours (default)"
+TUNED_CONFIGURATIONS: dict[str, SearchConfig] = {
+    "dense only": SearchConfig(lexical_weight=0.0, neighbour_weight=0.0),
+    "hybrid + neighbours": SearchConfig(),
+    "recommended": TUNED_CONFIG,
+}
 
 
 @dataclass(frozen=True)
@@ -232,12 +240,21 @@ def _as_json(scores: Scores) -> dict:
 
 def main(args: argparse.Namespace) -> int:
     sources = args.sources or list(DEFAULT_ARTICLES)
-    engine = qa.load(sources, index_dir=args.index, model=args.model, progress=False)
     gold_path = Path(args.file) if args.file else DEFAULT_GOLD
-    gold = load_gold(gold_path, engine)
-    report = evaluate(engine, gold)
     with tempfile.TemporaryDirectory() as folder:
-        articles = alone_and_together(engine.with_config(CONFIGURATIONS[DEFAULT_NAME]), gold_path, Path(folder))
+        engine = qa.load(sources, index_dir=args.index, model=args.model, progress=False)
+        gold = load_gold(gold_path, engine)
+        report = evaluate(engine, gold)
+        articles = {"": alone_and_together(engine.with_config(CONFIGURATIONS[DEFAULT_NAME]), gold_path,
+                                           Path(folder) / "alone")}
+        if args.tuned:
+            tuned_engine = qa.load(sources, index_dir=Path(folder) / "tuned", progress=False,
+                                   model=str(prepare_tuned_model(prepare_default_model(), progress=False)),
+                                   threshold=TUNED_THRESHOLD, config=TUNED_CONFIG)
+            report |= {f"tuned: {name}": groups for name, groups in evaluate(tuned_engine, gold,
+                                                                              TUNED_CONFIGURATIONS).items()}
+            articles["tuned: "] = alone_and_together(tuned_engine, gold_path, Path(folder) / "tuned-alone")
+    articles = {f"{prefix}{key}": row for prefix, table in articles.items() for key, row in table.items()}
     if args.json:
         print(json.dumps({"configurations": {name: {g: _as_json(s) for g, s in groups.items()}
                                              for name, groups in report.items()},
@@ -247,6 +264,6 @@ def main(args: argparse.Namespace) -> int:
         print(f"{len(gold)} questions over {len(engine.documents)} articles, threshold {engine.threshold:.3f}, "
               f"model {engine.embedder.name}; [95% bootstrap interval, {RESAMPLES} resamples]\n")
         print(format_table(report))
-        print("\nEach article alone vs all articles loaded together (default configuration):\n")
+        print("\nEach article alone vs all articles loaded together (default configuration of each model):\n")
         print(format_articles(articles))
     return 0

@@ -16,7 +16,7 @@ import bm25s
 import numpy as np
 from bm25s.stopwords import STOPWORDS_DUTCH, STOPWORDS_EN_PLUS
 
-from .documents import Sentence
+from .documents import Sentence, guess_language
 from .embedding import Embedder
 from .index import SentenceIndex
 
@@ -35,6 +35,12 @@ class SearchConfig:
     candidates: int = 50
     """How many dense and lexical candidates are re-scored together."""
     use_dense: bool = True
+    language_offsets: tuple[tuple[str, str, float], ...] = (
+        ("dutch", "dutch", 0.0223), ("dutch", "english", -0.0223),
+        ("english", "dutch", 0.0001), ("english", "english", -0.0001))
+    """(question language, article language, offset) subtracted from the cosine, so an article does not win
+    by sharing the question's language: measured for the bundled model on the gold set's tune split
+    with :func:`language_bias` (Dutch questions score Dutch sentences 0.045 higher; English ones, no difference)."""
 
 
 @dataclass(frozen=True)
@@ -61,6 +67,21 @@ class Searcher:
         self._lexical = bm25s.BM25()
         self._lexical.index(_tokenize([p.text for p in index.passages]), show_progress=False)
         self._neighbours = self._neighbour_lists(index.passages)
+        self._offsets = self._offset_table(index.passages, self.config.language_offsets)
+
+    @staticmethod
+    def _offset_table(passages: tuple[Sentence, ...], offsets: tuple[tuple[str, str, float], ...]
+                      ) -> dict[str, np.ndarray]:
+        """Per question language, the offset of every sentence (by its article's language)."""
+        if not offsets:
+            return {}
+        texts: dict[str, list[str]] = {}
+        for p in passages:
+            texts.setdefault(p.document, []).append(p.text)
+        language = {name: guess_language(" ".join(t)) for name, t in texts.items()}
+        table = {(q, a): value for q, a, value in offsets}
+        return {q: np.array([table.get((q, language[p.document]), 0.0) for p in passages], dtype=np.float32)
+                for q in {q for q, _, _ in offsets}}
 
     @staticmethod
     def _neighbour_lists(passages: tuple[Sentence, ...]) -> list[list[int]]:
@@ -85,9 +106,11 @@ class Searcher:
                        else np.array([], dtype=int))
         ids = [int(i) for i in dict.fromkeys([*dense_ids[0].tolist(), *lexical_ids.tolist()]) if i >= 0]
         dense = self._dense_scores(ids, vector)
+        offsets = self._offsets.get(guess_language(question)) if self._offsets else None
         hits = []
         for i, cosine in zip(ids, dense):
-            score = (cosine if cfg.use_dense else 0.0) + cfg.lexical_weight * lexical[i]
+            score = (cosine - (offsets[i] if offsets is not None else 0.0) if cfg.use_dense else 0.0)
+            score += cfg.lexical_weight * lexical[i]
             hits.append((score, i, cosine))
         if cfg.neighbour_weight:
             by_id = {i: s for s, i, _ in hits}
@@ -115,3 +138,17 @@ class Searcher:
         top = float(scores.max())
         return (scores / top).astype(np.float32) if top > 0 else np.zeros_like(scores, dtype=np.float32)
 
+
+
+def language_bias(question_vectors: np.ndarray, question_languages: list[str], sentence_vectors: np.ndarray,
+                  sentence_languages: list[str]) -> tuple[tuple[str, str, float], ...]:
+    """Offsets for :attr:`SearchConfig.language_offsets`: per (question, sentence) language, the mean
+    cosine, less the mean over sentence languages, so a question's own language earns nothing by itself."""
+    q_lang, s_lang = np.asarray(question_languages), np.asarray(sentence_languages)
+    cosines = question_vectors @ sentence_vectors.T
+    result = []
+    for q in sorted(set(question_languages)):
+        means = {a: float(cosines[np.ix_(q_lang == q, s_lang == a)].mean()) for a in sorted(set(sentence_languages))}
+        centre = float(np.mean(list(means.values())))
+        result += [(q, a, round(m - centre, 4)) for a, m in means.items()]
+    return tuple(result)

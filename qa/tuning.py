@@ -24,8 +24,14 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from .search import SearchConfig
+
 TRAINING_PAIRS = Path(__file__).resolve().parent / "data" / "tuning.jsonl"
 _MARKER = "TUNED_FROM"
+TUNED_CONFIG = SearchConfig(lexical_weight=0.0, neighbour_weight=0.1, language_offsets=())
+"""How to search with the tuned model (chosen on out-of-fold scores of the tune split, notes/quality.md)."""
+TUNED_THRESHOLD = 0.5
+"""Best cosine below which the tuned model's answer is refused (chosen like the base model's, out of fold)."""
 
 
 @dataclass(frozen=True)
