@@ -22,7 +22,9 @@ ANSWERABLE = [
     ("When could the plant be running at full capacity?", 7),
     ("Which port do the drones pass through?", 9),
     ("What fighter jet does Iran want to buy?", 13),
-    ("Who is the White House spokesman?", 3),
+    pytest.param("Who is the White House spokesman?", 3, marks=pytest.mark.xfail(
+        strict=True, reason="refused: its best cosine (below 0.795) is under the threshold that refuses more "
+                            "unanswerable questions (notes/quality.md)")),
     ("Which newspaper reported the deal in November?", 10),
     pytest.param("Waar staat de fabriek?", 6, marks=MISS),
     ("In welke Russische republiek ligt de Alabuga-zone?", 6),

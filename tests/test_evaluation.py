@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 import qa
@@ -13,7 +14,8 @@ from qa.documents import read_documents
 from qa.evaluation import (DEFAULT_ARTICLES, DEFAULT_GOLD, GoldQuestion, Result, alone_and_together, evaluate,
                            load_gold, summarise)
 from qa.index import open_index
-from qa.search import SearchConfig
+from qa.documents import guess_language
+from qa.search import SearchConfig, language_bias
 
 # Measured with the default configuration, all six articles loaded (notes/quality.md).
 MEASURED = {  # group: (R@1, R@3, right article, answerable wrongly refused)
@@ -65,6 +67,17 @@ def test_each_article_alone_is_measured_beside_all_together(all_articles, tmp_pa
     assert seed["alone"].right_article == 1.0  # alone, the first citation cannot come from another article
     pooled = table["pooled tune/en"]
     assert pooled["alone"].recall_at_1 >= pooled["together"].recall_at_1  # more articles, more to confuse
+
+
+def test_language_offsets_are_the_ones_measured_on_the_tune_split(all_articles):
+    tune = [g.question for g in load_gold(DEFAULT_GOLD, all_articles) if g.split == "tune"]
+    passages = all_articles.index.passages
+    vectors = all_articles.index.vectors.reconstruct_batch(np.arange(len(passages), dtype=np.int64))
+    languages = {d.name: d.language for d in all_articles.documents}
+    measured = language_bias(all_articles.embedder.queries(tune), [guess_language(q) for q in tune], vectors,
+                             [languages[p.document] for p in passages])
+    assert [(q, a) for q, a, _ in measured] == [(q, a) for q, a, _ in SearchConfig().language_offsets]
+    assert np.allclose([v for *_, v in measured], [v for *_, v in SearchConfig().language_offsets], atol=0.003)
 
 
 def test_bootstrap_interval_brackets_the_figure_and_is_seeded():
