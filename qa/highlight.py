@@ -27,8 +27,8 @@ _WORD = re.compile(r"\w+", re.UNICODE)
 # Capitalised adjectives of nationality (Russische, Iranian, British) are not names.
 _ADJECTIVE = re.compile(r"\w+(?:se|sche|ian|ish|ese)", re.IGNORECASE)
 # "Where" is answered by a name after a word of place: "in de Alabuga ...", "naar ... Makhachkala".
-_PLACE_WORD = re.compile(r"\b(?:in|at|near|from|to|into|across|over|via|bij|nabij|naar|vanuit|uit|te|op)\b(?:\W+\w+){0,3}\W*$",
-                         re.IGNORECASE)
+_PLACE_WORD = re.compile(r"\b(?:in|at|near|from|to|into|across|over|via|bij|nabij|naar|vanuit|uit|te|op)\b"
+                         r"(?:\W+\w+){0,3}\W*$", re.IGNORECASE)
 
 _KINDS = (  # (question words, kind): first match wins
     (r"how many|how much|hoeveel|what percentage|welk percentage|wat kost|what does .* cost", "number"),
