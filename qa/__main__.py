@@ -1,4 +1,4 @@
-"""Command line: ``python -m qa ask QUESTION``, ``add``, ``list``, ``remove``, ``build``, ``eval`` and ``bench``."""
+"""Command line: ``python -m qa ask QUESTION``, ``add``, ``list``, ``remove``, ``build``, ``eval``, ``tune`` and ``bench``."""
 
 from __future__ import annotations
 
@@ -73,6 +73,14 @@ def _eval(args: argparse.Namespace) -> int:
     return evaluate(args)
 
 
+def _tune(args: argparse.Namespace) -> int:
+    from .embedding import prepare_default_model
+    from .tuning import prepare_tuned_model
+
+    print(prepare_tuned_model(prepare_default_model()))
+    return 0
+
+
 def _bench(args: argparse.Namespace) -> int:
     from .benchmark import main as bench
 
@@ -112,7 +120,12 @@ def parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("eval", parents=[common], help="measure retrieval on a gold set")
     evaluate.add_argument("file", nargs="?", default=None, help="gold set (default: tests/data/gold.jsonl)")
     evaluate.add_argument("--json", action="store_true", help="print the figures as JSON")
+    evaluate.add_argument("--tuned", action="store_true", help="also measure the fine-tuned model (python -m qa tune; "
+                          "built on first use, a few minutes)")
     evaluate.set_defaults(run=_eval)
+    tune = commands.add_parser("tune", help="fine-tune the bundled model on qa/data/tuning.jsonl (a few minutes, "
+                               "once); prints the tuned model's folder")
+    tune.set_defaults(run=_tune)
     bench = commands.add_parser("bench", parents=[common], help="measure speed and memory")
     bench.add_argument("--quick", action="store_true", help="skip the large synthetic index sizes")
     bench.set_defaults(run=_bench)

@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 from typing import Mapping
 
 from .documents import guess_language
+from .highlight import highlights, mark
 from .search import Hit
 
 MAX_QUOTED = 2
@@ -47,6 +48,7 @@ class Citation:
     end: int
     title: str = ""  # the article's title, for people
     source: str = ""  # where the article came from: file path, URL or "pasted text"
+    highlights: tuple[tuple[int, int], ...] = ()  # character spans of ``text`` that answer the question
 
 
 @dataclass(frozen=True)
@@ -77,7 +79,7 @@ def empty_answer(question: str) -> Answer:
 
 def compose(question: str, hits: list[Hit], *, threshold: float, notice: str = "",
             articles: Mapping[str, tuple[str, str]] | None = None) -> Answer:
-    """Number the hits, quote the best, and decide whether the article answers at all.
+    """Number the hits, quote the best (its answering words in bold), and decide whether the article answers.
 
     ``found`` rests on the best dense (cosine) score alone: fused scores mix in word
     overlap, which says little about whether the article answers the question. ``articles`` maps
@@ -89,13 +91,14 @@ def compose(question: str, hits: list[Hit], *, threshold: float, notice: str = "
         Citation(number=n, document=h.passage.document, sentence=h.passage.number, text=h.passage.text,
                  score=round(h.score, 4), paragraph=h.passage.paragraph, start=h.passage.start, end=h.passage.end,
                  title=articles.get(h.passage.document, ("", ""))[0],
-                 source=articles.get(h.passage.document, ("", ""))[1])
+                 source=articles.get(h.passage.document, ("", ""))[1],
+                 highlights=highlights(question, h.passage.text))
         for n, h in enumerate(hits, start=1)
     )
     found = bool(hits) and max(h.dense for h in hits) >= threshold
     if found:
         quoted = [c for c in citations[:MAX_QUOTED] if c.score >= citations[0].score - CLOSE_SECOND]
-        body = " ".join(f"{_quote(c.text)} [{c.number}]" for c in quoted)
+        body = " ".join(f"{_quote(mark(c.text, c.highlights))} [{c.number}]" for c in quoted)
         text = f"{words['found']} {body}"
     else:
         text = "\n".join([words["not_found"], *(f"[{c.number}] {_quote(c.text)}" for c in citations)])

@@ -17,7 +17,7 @@ import faiss
 import numpy as np
 from bm25s.stopwords import STOPWORDS_DUTCH, STOPWORDS_EN_PLUS
 
-from .documents import Sentence
+from .documents import Sentence, guess_language
 from .embedding import Embedder
 from .index import SentenceIndex
 
@@ -36,6 +36,12 @@ class SearchConfig:
     candidates: int = 50
     """How many dense and lexical candidates are re-scored together."""
     use_dense: bool = True
+    language_offsets: tuple[tuple[str, str, float], ...] = (
+        ("dutch", "dutch", 0.0223), ("dutch", "english", -0.0223),
+        ("english", "dutch", 0.0001), ("english", "english", -0.0001))
+    """(question language, article language, offset) subtracted from the cosine, so an article does not win
+    by sharing the question's language: measured for the bundled model on the gold set's tune split
+    with :func:`language_bias` (Dutch questions score Dutch sentences 0.045 higher; English ones, no difference)."""
 
 
 @dataclass(frozen=True)
@@ -62,6 +68,21 @@ class Searcher:
         self._lexical = bm25s.BM25()
         self._lexical.index(_tokenize([p.text for p in index.passages]), show_progress=False)
         self._neighbours = self._neighbour_lists(index.passages)
+        self._offsets = self._offset_table(index.passages, self.config.language_offsets)
+
+    @staticmethod
+    def _offset_table(passages: tuple[Sentence, ...], offsets: tuple[tuple[str, str, float], ...]
+                      ) -> dict[str, np.ndarray]:
+        """Per question language, the offset of every sentence (by its article's language)."""
+        if not offsets:
+            return {}
+        texts: dict[str, list[str]] = {}
+        for p in passages:
+            texts.setdefault(p.document, []).append(p.text)
+        language = {name: guess_language(" ".join(t)) for name, t in texts.items()}
+        table = {(q, a): value for q, a, value in offsets}
+        return {q: np.array([table.get((q, language[p.document]), 0.0) for p in passages], dtype=np.float32)
+                for q in {q for q, _, _ in offsets}}
 
     @staticmethod
     def _neighbour_lists(passages: tuple[Sentence, ...]) -> list[list[int]]:
@@ -87,15 +108,16 @@ class Searcher:
             mask = np.zeros(len(lexical), dtype=bool)
             mask[allowed] = True
             lexical = np.where(mask, lexical, 0).astype(np.float32)
+        offsets = self._offsets.get(guess_language(question)) if self._offsets else None
         if wanted == 0:
-            return Pool(self, [], np.zeros(0, dtype=np.float32), lexical)
+            return Pool(self, [], np.zeros(0, dtype=np.float32), lexical, offsets)
         _, dense_ids = self.index.vectors.search(vector[None, :], wanted, params=_restricted(self.index.vectors, allowed))
         lexical_ids = (np.argpartition(-lexical, wanted - 1)[:wanted] if lexical.any()
                        else np.array([], dtype=int))
         if allowed is not None:
             lexical_ids = lexical_ids[mask[lexical_ids]]
         ids = [int(i) for i in dict.fromkeys([*dense_ids[0].tolist(), *lexical_ids.tolist()]) if i >= 0]
-        return Pool(self, ids, self._dense_scores(ids, vector), lexical)
+        return Pool(self, ids, self._dense_scores(ids, vector), lexical, offsets)
 
     def _dense_scores(self, ids: list[int], vector: np.ndarray) -> np.ndarray:
         if not ids:
@@ -112,12 +134,14 @@ class Searcher:
 
 @dataclass(frozen=True)
 class Pool:
-    """The candidates one index offers for a question: sentence ids, their cosines, BM25 of every sentence."""
+    """The candidates one index offers for a question: sentence ids, their cosines, BM25 of every sentence,
+    and the language offset of every sentence for the question's language (None: no offsets)."""
 
     searcher: Searcher
     ids: list[int]
     dense: np.ndarray
     lexical: np.ndarray
+    offsets: np.ndarray | None = None
 
 
 def _restricted(index, allowed: np.ndarray | None):
@@ -142,7 +166,8 @@ def rank(pools: list[Pool], config: SearchConfig, top_k: int) -> list[Hit]:
     hits = []
     for s, (pool, lexical) in enumerate(zip(pools, scaled)):
         for i, cosine in zip(pool.ids, pool.dense):
-            score = (cosine if cfg.use_dense else 0.0) + cfg.lexical_weight * lexical[i]
+            offset = pool.offsets[i] if pool.offsets is not None else 0.0
+            score = (cosine - offset if cfg.use_dense else 0.0) + cfg.lexical_weight * lexical[i]
             hits.append((score, (s, i), cosine))
     if cfg.neighbour_weight:
         by_id = {key: score for score, key, _ in hits}
@@ -156,3 +181,16 @@ def rank(pools: list[Pool], config: SearchConfig, top_k: int) -> list[Hit]:
     return [Hit(pools[s].searcher.index.passages[i], float(score), float(c), float(scaled[s][i]))
             for score, (s, i), c in hits[:top_k]]
 
+
+def language_bias(question_vectors: np.ndarray, question_languages: list[str], sentence_vectors: np.ndarray,
+                  sentence_languages: list[str]) -> tuple[tuple[str, str, float], ...]:
+    """Offsets for :attr:`SearchConfig.language_offsets`: per (question, sentence) language, the mean
+    cosine, less the mean over sentence languages, so a question's own language earns nothing by itself."""
+    q_lang, s_lang = np.asarray(question_languages), np.asarray(sentence_languages)
+    cosines = question_vectors @ sentence_vectors.T
+    result = []
+    for q in sorted(set(question_languages)):
+        means = {a: float(cosines[np.ix_(q_lang == q, s_lang == a)].mean()) for a in sorted(set(sentence_languages))}
+        centre = float(np.mean(list(means.values())))
+        result += [(q, a, round(m - centre, 4)) for a, m in means.items()]
+    return tuple(result)

@@ -9,6 +9,7 @@ import sys
 import pytest
 
 import qa
+from qa.highlight import answer_kind, highlights, mark
 
 # Known misses of the bundled model, kept visible: strict, so a fix makes them fail until moved up.
 MISS = pytest.mark.xfail(strict=True, reason="known retrieval miss of multilingual-e5-small (see README, evaluation)")
@@ -21,7 +22,9 @@ ANSWERABLE = [
     ("When could the plant be running at full capacity?", 7),
     ("Which port do the drones pass through?", 9),
     ("What fighter jet does Iran want to buy?", 13),
-    ("Who is the White House spokesman?", 3),
+    pytest.param("Who is the White House spokesman?", 3, marks=pytest.mark.xfail(
+        strict=True, reason="refused: its best cosine (below 0.795) is under the threshold that refuses more "
+                            "unanswerable questions (notes/quality.md)")),
     ("Which newspaper reported the deal in November?", 10),
     pytest.param("Waar staat de fabriek?", 6, marks=MISS),
     ("In welke Russische republiek ligt de Alabuga-zone?", 6),
@@ -44,7 +47,7 @@ def test_first_citation_is_the_answering_sentence(engine, question, sentence):
     answer = engine.ask(question)
     assert answer.found, answer.text
     assert answer.citations[0].sentence == sentence, [(c.sentence, c.score) for c in answer.citations]
-    assert answer.citations[0].text in answer.text and "[1]" in answer.text
+    assert answer.citations[0].text in answer.text.replace("**", "") and "[1]" in answer.text
 
 
 @pytest.mark.parametrize("question", UNANSWERABLE)
@@ -113,3 +116,35 @@ def test_command_line_build_reports_bad_files(tmp_path):
     result = run_cli("build", str(qa.ROOT / "seeds"), str(tmp_path / "bad.txt"), "--index", str(tmp_path / "i"))
     assert result.returncode == 1
     assert "bad.txt" in result.stderr and "23 sentences" in result.stdout
+
+
+HIGHLIGHTED = [  # (question, sentence number, the words that must be marked in it)
+    ("Where is the factory?", 6, ["Alabuga Special Economic Zone", "Tatarstan"]),
+    ("When could the plant be running at full capacity?", 7, ["volgend jaar"]),
+    ("Which port do the drones pass through?", 9, ["Makhachkala"]),
+    ("Who is the White House spokesman?", 3, ["John Kirby"]),
+    ("What fighter jet does Iran want to buy?", 13, ["SU-35"]),
+]
+
+
+@pytest.mark.parametrize("question, sentence, words", HIGHLIGHTED)
+def test_answering_words_are_marked(seed_document, question, sentence, words):
+    text = seed_document.sentences[sentence - 1].text
+    marked = [text[start:end] for start, end in highlights(question, text)]
+    assert all(w in marked for w in words), marked
+    assert not {"Russische", "Amerikaanse", "Iraanse"} & set(marked)  # adjectives, not answers
+
+
+def test_words_the_question_already_has_are_not_the_answer():
+    assert highlights("Where is Tatarstan?", "De fabriek staat in Tatarstan.") == ()
+    assert highlights("How many drones?", "Het gaat om 6.000 drones.") == ((12, 17),)
+    assert answer_kind("Hoeveel kost een drone?") == "number" and answer_kind("Wanneer?") == "date"
+
+
+def test_the_reply_marks_the_answer_inside_the_quote(engine):
+    answer = engine.ask("Where is the factory?")
+    first = answer.citations[0]
+    assert first.highlights and "**Alabuga Special Economic Zone**" in answer.text
+    assert mark(first.text, first.highlights).replace("**", "") == first.text
+    refused = engine.ask("What is the capital of France?")
+    assert "**" not in refused.text  # passages that do not answer are listed plain

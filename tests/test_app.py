@@ -69,7 +69,7 @@ def test_follow_up_uses_the_conversation(engine):
     first = chat("Where is the factory?", [])
     history = [{"role": "user", "content": "Where is the factory?"}, *first]
     follow = chat("When could it be fully operational?", history)
-    assert "volgend jaar volledig operationeel" in follow[0]["content"]
+    assert "**volgend jaar** volledig operationeel" in follow[0]["content"]  # the answering words in bold
     assert app.earlier_questions(history) == ["Where is the factory?"]  # the sources block is no question
 
 
@@ -77,7 +77,7 @@ def test_two_turn_conversation_through_the_api(client):
     first = client.predict(message="Where is the factory?", api_name="/chat")
     history = [{"role": "user", "content": "Where is the factory?", "metadata": {}}, *first]
     follow = client.predict(message="When could it be fully operational?", history=history, api_name="/chat")
-    assert "volgend jaar volledig operationeel" in follow[0]["content"]
+    assert "**volgend jaar** volledig operationeel" in follow[0]["content"]  # the answering words in bold
 
 
 def test_empty_question_gets_a_prompt_not_a_search(client):
