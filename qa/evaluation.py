@@ -28,10 +28,9 @@ import numpy as np
 
 import qa
 
-from .embedding import prepare_default_model
+from .embedding import BASE_MODEL
 from .index import open_index
-from .search import SearchConfig
-from .tuning import TUNED_CONFIG, TUNED_THRESHOLD, prepare_tuned_model
+from .search import BASE_MODEL_OFFSETS, SearchConfig
 
 DEFAULT_GOLD = qa.ROOT / "tests" / "data" / "gold.jsonl"
 DEFAULT_ARTICLES = (qa.ROOT / "seeds", qa.ROOT / "tests" / "data" / "articles")
@@ -42,14 +41,12 @@ CONFIGURATIONS: dict[str, SearchConfig] = {
     "lexical only": SearchConfig(use_dense=False, lexical_weight=1.0, neighbour_weight=0.0),
     "dense only": SearchConfig(lexical_weight=0.0, neighbour_weight=0.0),
     "hybrid, no neighbours": SearchConfig(neighbour_weight=0.0),
-    "hybrid + neighbours, no language offsets": SearchConfig(language_offsets=()),
     "hybrid + neighbours (default)": SearchConfig(),
 }
-DEFAULT_NAME = "hybrid + neighbours (default)"
-TUNED_CONFIGURATIONS: dict[str, SearchConfig] = {
+UNTUNED_CONFIGURATIONS: dict[str, SearchConfig] = {
     "dense only": SearchConfig(lexical_weight=0.0, neighbour_weight=0.0),
-    "hybrid + neighbours": SearchConfig(),
-    "recommended": TUNED_CONFIG,
+    "hybrid + neighbours, no language offsets": SearchConfig(),
+    "hybrid + neighbours + language offsets (its default)": SearchConfig(language_offsets=BASE_MODEL_OFFSETS),
 }
 
 
@@ -242,18 +239,17 @@ def main(args: argparse.Namespace) -> int:
     sources = args.sources or list(DEFAULT_ARTICLES)
     gold_path = Path(args.file) if args.file else DEFAULT_GOLD
     with tempfile.TemporaryDirectory() as folder:
-        engine = qa.load(sources, index_dir=args.index, model=args.model, progress=False)
+        engine = qa.load(sources, index_dir=args.index, model=args.model, progress=False, backend=args.backend)
         gold = load_gold(gold_path, engine)
-        report = evaluate(engine, gold)
-        articles = {"": alone_and_together(engine.with_config(CONFIGURATIONS[DEFAULT_NAME]), gold_path,
-                                           Path(folder) / "alone")}
-        if args.tuned:
-            tuned_engine = qa.load(sources, index_dir=Path(folder) / "tuned", progress=False,
-                                   model=str(prepare_tuned_model(prepare_default_model(), progress=False)),
-                                   threshold=TUNED_THRESHOLD, config=TUNED_CONFIG)
-            report |= {f"tuned: {name}": groups for name, groups in evaluate(tuned_engine, gold,
-                                                                              TUNED_CONFIGURATIONS).items()}
-            articles["tuned: "] = alone_and_together(tuned_engine, gold_path, Path(folder) / "tuned-alone")
+        report = evaluate(engine, gold, CONFIGURATIONS if args.model in (None, qa.DEFAULT_MODEL) else
+                          {"default": engine.config})
+        articles = {"": alone_and_together(engine, gold_path, Path(folder) / "alone")}
+        if args.untuned:
+            untuned = qa.load(sources, index_dir=Path(folder) / "untuned", model=BASE_MODEL, progress=False,
+                              backend=args.backend)
+            report |= {f"untuned: {name}": groups
+                       for name, groups in evaluate(untuned, gold, UNTUNED_CONFIGURATIONS).items()}
+            articles["untuned: "] = alone_and_together(untuned, gold_path, Path(folder) / "untuned-alone")
     articles = {f"{prefix}{key}": row for prefix, table in articles.items() for key, row in table.items()}
     if args.json:
         print(json.dumps({"configurations": {name: {g: _as_json(s) for g, s in groups.items()}

@@ -24,17 +24,8 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .search import SearchConfig
-
 TRAINING_PAIRS = Path(__file__).resolve().parent / "data" / "tuning.jsonl"
 _MARKER = "TUNED_FROM"
-TUNED_CONFIG = SearchConfig(language_offsets=())
-"""How to search with the tuned model: BM25 nudge and neighbours as for the base model; its language
-offsets did not help (chosen on leave-one-article-out scores of the tune split, notes/quality.md)."""
-TUNED_THRESHOLD = 0.367
-"""Best cosine below which the tuned model's answer is refused: the highest value that wrongly refuses
-at most 5% of the tune split's answerable questions, scored by models trained without their article
-(the tuned model has seen the tune questions themselves, so their own cosines would set it too high)."""
 
 
 @dataclass(frozen=True)
@@ -69,10 +60,11 @@ def tuned_folder(base_folder: Path, settings: TuningSettings = TuningSettings(),
 
 
 def prepare_tuned_model(base_folder: Path, *, progress: bool = True, settings: TuningSettings = TuningSettings(),
-                        pairs_file: Path = TRAINING_PAIRS) -> Path:
-    """Return the tuned model's folder, training it from ``base_folder`` on first use (minutes on a CPU)."""
+                        pairs_file: Path = TRAINING_PAIRS, force: bool = False) -> Path:
+    """Return the tuned model's folder, training it from ``base_folder`` on first use (minutes on a CPU;
+    ``force``: again, for a damaged folder)."""
     target = tuned_folder(base_folder, settings, pairs_file)
-    if (target / _MARKER).is_file():
+    if (target / _MARKER).is_file() and not force:
         return target
     staging = Path(tempfile.mkdtemp(prefix=".tune-", dir=target.parent))
     try:

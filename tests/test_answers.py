@@ -11,25 +11,20 @@ import pytest
 import qa
 from qa.highlight import answer_kind, highlights, mark
 
-# Known misses of the bundled model, kept visible: strict, so a fix makes them fail until moved up.
-MISS = pytest.mark.xfail(strict=True, reason="known retrieval miss of multilingual-e5-small (see README, evaluation)")
-
 # (question, sentence number that must be cited first)
 ANSWERABLE = [
     ("Where is the factory?", 6),
-    pytest.param("Where will the drones be built?", 6, marks=MISS),
-    pytest.param("In which Russian region is the planned drone plant located?", 6, marks=MISS),
+    ("Where will the drones be built?", 6),
+    ("In which Russian region is the planned drone plant located?", 6),
     ("When could the plant be running at full capacity?", 7),
     ("Which port do the drones pass through?", 9),
     ("What fighter jet does Iran want to buy?", 13),
-    pytest.param("Who is the White House spokesman?", 3, marks=pytest.mark.xfail(
-        strict=True, reason="refused: its best cosine (below 0.795) is under the threshold that refuses more "
-                            "unanswerable questions (notes/quality.md)")),
+    ("Who is the White House spokesman?", 3),
     ("Which newspaper reported the deal in November?", 10),
-    pytest.param("Waar staat de fabriek?", 6, marks=MISS),
+    ("Waar staat de fabriek?", 6),
     ("In welke Russische republiek ligt de Alabuga-zone?", 6),
     ("Wanneer kan de fabriek volledig draaien?", 7),
-    pytest.param("Welk gevechtsvliegtuig wil Iran kopen?", 13, marks=MISS),
+    ("Welk gevechtsvliegtuig wil Iran kopen?", 13),
     ("Welke straaljager koopt Iran van Rusland?", 13),
     ("Via welke zee worden de drones vervoerd?", 9),
     ("Wie heeft sancties opgelegd?", 21),
@@ -37,7 +32,7 @@ ANSWERABLE = [
 UNANSWERABLE = [
     "What is the capital of France?",
     "How many goals did Ajax score last Sunday?",
-    pytest.param("Wat is het recept voor appeltaart?", marks=MISS),
+    "Wat is het recept voor appeltaart?",
     "Wie wint de verkiezingen in Nederland?",
 ]
 

@@ -114,7 +114,7 @@ def test_share_link_that_cannot_be_made_is_reported_and_the_app_keeps_serving(tm
         assert "No share link" in output and f"127.0.0.1:{port}" in output
         reply = Client(f"http://127.0.0.1:{port}/", verbose=False).predict(message="Waar staat de fabriek?",
                                                                            api_name="/chat")
-        assert "fabriek" in reply[0]["content"]  # and it still answers locally
+        assert "Alabuga" in reply[0]["content"]  # and it still answers locally
     finally:
         process.terminate()
         process.wait(timeout=30)

@@ -10,17 +10,18 @@ import numpy as np
 import pytest
 
 import qa
-from qa.documents import read_documents
+from qa.documents import guess_language, read_documents
 from qa.evaluation import (DEFAULT_ARTICLES, DEFAULT_GOLD, GoldQuestion, Result, alone_and_together, evaluate,
-                           load_gold, summarise)
+                           load_gold, score, summarise)
+from qa.embedding import Embedder
 from qa.index import open_index
-from qa.documents import guess_language
-from qa.search import SearchConfig, language_bias
+from qa.search import BASE_MODEL_OFFSETS, SearchConfig, language_bias
 
-# Measured with the default configuration, all six articles loaded (notes/quality.md).
+# Measured with the default model and configuration, all six articles loaded (README, Retrieval quality).
+# The tuned model was trained on the tune questions: only the held-out (test) figures say how good it is.
 MEASURED = {  # group: (R@1, R@3, right article, answerable wrongly refused)
-    "tune/en": (0.56, 0.73, 0.76, 0.00), "tune/nl": (0.63, 0.86, 0.90, 0.00), "tune/all": (0.59, 0.79, 0.82, 0.00),
-    "test/en": (0.37, 0.70, 0.60, 0.03), "test/nl": (0.88, 0.92, 0.96, 0.00), "test/all": (0.59, 0.80, 0.76, 0.02),
+    "tune/en": (1.00, 1.00, 1.00, 0.00), "tune/nl": (1.00, 1.00, 1.00, 0.00), "tune/all": (1.00, 1.00, 1.00, 0.00),
+    "test/en": (0.67, 0.87, 0.93, 0.00), "test/nl": (0.88, 0.88, 0.96, 0.00), "test/all": (0.76, 0.87, 0.94, 0.00),
 }
 MARGIN = 0.04  # about one question in a group of 30
 
@@ -69,15 +70,32 @@ def test_each_article_alone_is_measured_beside_all_together(all_articles, tmp_pa
     assert pooled["alone"].recall_at_1 >= pooled["together"].recall_at_1  # more articles, more to confuse
 
 
-def test_language_offsets_are_the_ones_measured_on_the_tune_split(all_articles):
-    tune = [g.question for g in load_gold(DEFAULT_GOLD, all_articles) if g.split == "tune"]
-    passages = all_articles.index.passages
-    vectors = all_articles.index.vectors.reconstruct_batch(np.arange(len(passages), dtype=np.int64))
-    languages = {d.name: d.language for d in all_articles.documents}
-    measured = language_bias(all_articles.embedder.queries(tune), [guess_language(q) for q in tune], vectors,
-                             [languages[p.document] for p in passages])
-    assert [(q, a) for q, a, _ in measured] == [(q, a) for q, a, _ in SearchConfig().language_offsets]
-    assert np.allclose([v for *_, v in measured], [v for *_, v in SearchConfig().language_offsets], atol=0.003)
+def _language_bias(engine: qa.Engine, embedder: Embedder) -> tuple[tuple[str, str, float], ...]:
+    tune = [g.question for g in load_gold(DEFAULT_GOLD, engine) if g.split == "tune"]
+    passages = engine.index.passages
+    languages = {d.name: d.language for d in engine.documents}
+    return language_bias(embedder.queries(tune), [guess_language(q) for q in tune],
+                         embedder.passages([p.text for p in passages]), [languages[p.document] for p in passages])
+
+
+def test_no_article_wins_by_sharing_the_question_language(all_articles):
+    """Held out, all six loaded: questions about an article in the other language find it as often as
+    same-language ones (measured: 28 of 29 vs 23 of 25; the untuned model, 18 of 29 vs 24 of 25)."""
+    language = {d.name: {"dutch": "nl", "english": "en"}[d.language] for d in all_articles.documents}
+    results = [r for r in score(all_articles, load_gold(DEFAULT_GOLD, all_articles))
+               if r.gold.answers and r.gold.split == "test"]
+    right = {same: [r.first_article == r.gold.article for r in results
+                    if (language[r.gold.article] == r.gold.language) == same] for same in (True, False)}
+    cross, same = (sum(right[k]) / len(right[k]) for k in (False, True))
+    assert len(right[False]) >= 25 and cross >= 0.90 and cross >= same - MARGIN, (cross, same)
+
+
+def test_untuned_model_offsets_are_the_ones_measured_on_the_tune_split(all_articles):
+    base = Embedder.load(qa.BASE_MODEL, backend="torch", progress=False)
+    measured = _language_bias(all_articles, base)
+    assert [(q, a) for q, a, _ in measured] == [(q, a) for q, a, _ in BASE_MODEL_OFFSETS]
+    assert np.allclose([v for *_, v in measured], [v for *_, v in BASE_MODEL_OFFSETS], atol=0.003)
+    assert qa.MODEL_CONFIG[qa.BASE_MODEL].language_offsets == BASE_MODEL_OFFSETS
 
 
 def test_bootstrap_interval_brackets_the_figure_and_is_seeded():

@@ -320,7 +320,7 @@ def test_damaged_library_manifest_is_reported_and_the_base_still_loads(folder, e
 @pytest.fixture()
 def in_process_cli(embedder, monkeypatch):
     """The command line run in this process, with the session's model instead of loading it again."""
-    monkeypatch.setattr(qa.Embedder, "load", classmethod(lambda cls, name=None: embedder))
+    monkeypatch.setattr(qa.Embedder, "load", classmethod(lambda cls, name=None, **options: embedder))
 
     def run(*args: str) -> int:
         return cli.main(list(args))

