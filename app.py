@@ -30,6 +30,7 @@ import gradio as gr  # noqa: E402
 from gradio.utils import get_upload_folder  # noqa: E402
 
 import qa  # noqa: E402
+from qa.highlight import mark  # noqa: E402
 from qa.ingest import MAX_FILE_BYTES  # noqa: E402
 
 EXAMPLES = [
@@ -84,7 +85,7 @@ def shown_source(source: str) -> str:
 def _in_context(engine: qa.Engine, session: qa.Session | None, citation: qa.Citation) -> str:
     """The cited sentence marked »like this« between its neighbours in the same paragraph."""
     before, after = engine.surroundings(citation, session=session)
-    return " ".join(filter(None, [before, f"»{citation.text}«", after]))
+    return " ".join(filter(None, [before, f"»{mark(citation.text, citation.highlights)}«", after]))
 
 
 def sources_text(engine: qa.Engine, answer: qa.Answer, session: qa.Session | None = None) -> str:
@@ -158,14 +159,17 @@ def article_line(info) -> str:
 
 
 def reader_html(document: qa.Document, cited: Sequence[qa.Citation] = (), focus: int | None = None) -> str:
-    """The article as text, its sentences numbered, those the last answer cited marked with their [n].
+    """The article as text, its sentences numbered, those the last answer cited marked with their [n]
+    and their answering words in bold.
 
     Every character of the article is escaped: markup in it shows as text and never runs.
     """
     marks: dict[int, list[int]] = {}
+    answering: dict[int, tuple[tuple[int, int], ...]] = {}
     for c in cited:
         if c.document == document.name:
             marks.setdefault(c.sentence, []).append(c.number)
+            answering.setdefault(c.sentence, c.highlights)
     paragraphs = []
     for _, sentences in itertools.groupby(document.sentences, key=lambda s: s.paragraph):
         spans = []
@@ -174,7 +178,8 @@ def reader_html(document: qa.Document, cited: Sequence[qa.Citation] = (), focus:
                                 *(["focus"] if s.number == focus else [])])
             cite = "".join(f"[{n}]" for n in marks.get(s.number, []))
             spans.append(f'<span id="sentence-{s.number}" class="{classes}"><sup>{s.number}</sup> '
-                         f'{html.escape(s.text)}{f" <b>{cite}</b>" if cite else ""}</span>')
+                         f'{mark(s.text, answering.get(s.number, ()), "<strong>", "</strong>", html.escape)}'
+                         f'{f" <b>{cite}</b>" if cite else ""}</span>')
         paragraphs.append(f"<p>{' '.join(spans)}</p>")
     return (f"<h3>{html.escape(document.title)}</h3>"
             f'<p class="meta">{html.escape(shown_source(document.source))} · {html.escape(document.language)} · '

@@ -10,6 +10,7 @@ not the answer ("Where is the Alabuga plant?" is not answered by "Alabuga").
 from __future__ import annotations
 
 import re
+from typing import Callable
 
 _NUMBER_WORDS = ("million|billion|thousand|hundred|percent|per cent|miljoen|miljard|duizend|honderd|procent|"
                  "euro|euros|dollar|dollars|pond|pounds")
@@ -88,10 +89,12 @@ def _merged(spans: list[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
     return tuple(merged)
 
 
-def mark(text: str, spans: tuple[tuple[int, int], ...], left: str = "**", right: str = "**") -> str:
-    """``text`` with each span wrapped in the markers (Markdown bold by default)."""
+def mark(text: str, spans: tuple[tuple[int, int], ...], left: str = "**", right: str = "**",
+         escape: Callable[[str], str] = str) -> str:
+    """``text`` with each span wrapped in the markers (Markdown bold by default); ``escape`` is applied
+    to the pieces of text, never to the markers (``html.escape`` for HTML)."""
     out, at = [], 0
     for start, end in spans:
-        out += [text[at:start], left, text[start:end], right]
+        out += [escape(text[at:start]), left, escape(text[start:end]), right]
         at = end
-    return "".join(out + [text[at:]])
+    return "".join(out + [escape(text[at:])])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -10,6 +11,7 @@ from gradio_client import Client
 
 import app
 import qa
+from qa.documents import parse_document
 from test_app import ARTIFACTS, _ask_in_page, browser  # noqa: F401  (browser is a fixture)
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
@@ -304,7 +306,21 @@ def test_reader_escapes_everything_and_marks_what_was_cited(engine):
     assert f'<span id="sentence-{first.sentence}" class="sentence cited focus">' in page
     assert page.count('class="sentence') == len(document.sentences)
     assert page.count("sentence cited") == sum(c.document == document.name for c in answer.citations)
+    assert "<strong>Alabuga Special Economic Zone</strong>" in page  # the words that answer
     assert "<script" not in app.status_html([(False, "<script>alert(1)</script>.txt: empty")])
+
+
+def test_answering_words_are_marked_in_the_reader_and_the_sources_and_stay_escaped(engine):
+    answer = engine.ask("Where is the factory?")
+    assert "»Het Witte Huis heeft beelden vrijgegeven van een faciliteit in de **Alabuga Special Economic Zone**" \
+        in app.sources_text(engine, answer)
+    hostile = parse_document("Een <i>fabriek</i> staat in <b>Kazan</b>, zegt men.".encode(), name="x.txt")
+    sentence = hostile.sentences[0]
+    start = sentence.text.index("<b>Kazan")
+    cited = dataclasses.replace(answer.citations[0], document="x.txt", sentence=sentence.number, text=sentence.text,
+                                highlights=((start, start + len("<b>Kazan<")),))
+    page = app.reader_html(hostile, [cited])
+    assert "<strong>&lt;b&gt;Kazan&lt;</strong>" in page and "<b>Kazan" not in page and "<i>" not in page
 
 
 @pytest.mark.browser
