@@ -90,8 +90,12 @@ def _in_context(engine: qa.Engine, session: qa.Session | None, citation: qa.Cita
 
 def sources_text(engine: qa.Engine, answer: qa.Answer, session: qa.Session | None = None) -> str:
     """One entry per citation: the article's title and source, the sentence, and its surroundings."""
+    def named(c: qa.Citation) -> str:
+        shown = shown_source(c.source)
+        return c.title if c.title == shown else f"{c.title} ({shown})"
+
     return "\n\n".join(
-        f"[{c.number}] {c.title} ({shown_source(c.source)}), sentence {c.sentence} "
+        f"[{c.number}] {named(c)}, sentence {c.sentence} "
         f"(paragraph {c.paragraph}, score {c.score:.3f})\n{_in_context(engine, session, c)}"
         for c in answer.citations
     )

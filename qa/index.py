@@ -4,6 +4,8 @@ Files in the index folder:
 
 - ``vectors.faiss``   FAISS index, inner product over unit vectors (cosine)
 - ``passages.json``   the sentences, in FAISS id order, with their source positions
+- ``lexical/``        the BM25 index of the same sentences (memory-mapped when loaded; indexes
+                      written before it existed load without it and build BM25 in memory)
 - ``manifest.json``   the model, the dimension, each source's checksum and each file's checksum
 
 Each file is written to a temporary name and renamed into place, the manifest last. The
@@ -17,6 +19,7 @@ import fcntl
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 import time
 from contextlib import contextmanager
@@ -24,9 +27,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator
 
+import bm25s
 import faiss
 import numpy as np
 
+from . import lexical
 from .documents import Document, Sentence
 from .embedding import Embedder
 
@@ -79,6 +84,7 @@ class SentenceIndex:
     manifest: Manifest
     vectors: faiss.Index
     passages: tuple[Sentence, ...]
+    lexical: bm25s.BM25 | None = None
 
     def matches(self, documents: list[Document], model: str) -> bool:
         """True when this index was built from exactly these documents with this model."""
@@ -168,18 +174,36 @@ def _build_unlocked(documents: list[Document], embedder: Embedder, folder: Path,
     vectors = np.ascontiguousarray(np.vstack(parts), dtype=np.float32)
     index, kind = make_faiss_index(vectors)
     passages = tuple(s for d in documents for s in d.sentences)
+    bm25 = lexical.build([p.text for p in passages])
     _write_atomic(folder / "vectors.faiss", lambda p: faiss.write_index(index, str(p)))
     _write_atomic(folder / "passages.json", lambda p: p.write_text(
         json.dumps([asdict(s) for s in passages], ensure_ascii=False), encoding="utf-8"))
+    _write_lexical(folder, bm25)
     manifest = Manifest(
         format=FORMAT_VERSION, model=embedder.name, dimension=embedder.dimension, kind=kind,
         sources=tuple(SourceInfo(d.name, d.sha256, d.language, len(d.sentences)) for d in documents),
-        files={name: _sha256_file(folder / name) for name in _FILES},
+        files={name: _sha256_file(folder / name) for name in (*_FILES, *lexical.FILES)},
         built=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     )
     _write_atomic(folder / "manifest.json", lambda p: p.write_text(
         json.dumps(asdict(manifest), ensure_ascii=False, indent=1), encoding="utf-8"))
-    return SentenceIndex(manifest, index, passages)
+    return SentenceIndex(manifest, index, passages, bm25)
+
+
+def _write_lexical(folder: Path, bm25: bm25s.BM25) -> None:
+    """Save the BM25 index into ``folder/lexical/``, each file fsynced and renamed into place (the
+    manifest, written after, holds their checksums)."""
+    (folder / lexical.FOLDER).mkdir(exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".lexical.", dir=folder))
+    try:
+        lexical.save(bm25, staging)
+        for name in lexical.FILES:
+            staged = staging / Path(name).name
+            with open(staged, "rb") as fh:
+                os.fsync(fh.fileno())
+            os.replace(staged, folder / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def load_index(folder: Path) -> SentenceIndex:
@@ -193,7 +217,8 @@ def load_index(folder: Path) -> SentenceIndex:
         raise IndexProblem(f"{folder / 'manifest.json'} is corrupt: {exc}") from exc
     if manifest.format != FORMAT_VERSION:
         raise IndexProblem(f"the index in {folder} has format {manifest.format}, this version reads {FORMAT_VERSION}")
-    for name in _FILES:
+    saved_lexical = all(name in manifest.files for name in lexical.FILES)
+    for name in (*_FILES, *(lexical.FILES if saved_lexical else ())):
         path = folder / name
         if not path.is_file():
             raise IndexProblem(f"{path} is missing")
@@ -202,12 +227,16 @@ def load_index(folder: Path) -> SentenceIndex:
     try:
         vectors = faiss.read_index(str(folder / "vectors.faiss"))
         passages = tuple(Sentence(**p) for p in json.loads((folder / "passages.json").read_text(encoding="utf-8")))
-    except (RuntimeError, ValueError, TypeError) as exc:
+        bm25 = lexical.load(folder / lexical.FOLDER) if saved_lexical else None
+    except (RuntimeError, ValueError, TypeError, KeyError, OSError) as exc:
         raise IndexProblem(f"the index in {folder} cannot be read: {exc}") from exc
     expected = sum(s.sentences for s in manifest.sources)
-    if vectors.ntotal != len(passages) or len(passages) != expected or vectors.d != manifest.dimension:
-        raise IndexProblem(f"the index in {folder} is inconsistent: {vectors.ntotal} vectors, {len(passages)} passages")
-    return SentenceIndex(manifest, vectors, passages)
+    lexical_size = len(passages) if bm25 is None else int(bm25.scores["num_docs"])
+    if (vectors.ntotal != len(passages) or len(passages) != expected or vectors.d != manifest.dimension
+            or lexical_size != len(passages)):
+        raise IndexProblem(f"the index in {folder} is inconsistent: {vectors.ntotal} vectors, {len(passages)} passages, "
+                           f"{lexical_size} in the lexical index")
+    return SentenceIndex(manifest, vectors, passages, bm25)
 
 
 def open_index(documents: list[Document], embedder: Embedder, folder: Path, *, progress: bool = False) -> SentenceIndex:
@@ -227,7 +256,8 @@ def _load_matching(documents: list[Document], model: str, folder: Path) -> Sente
         index = load_index(folder)
     except IndexProblem:
         return None
-    return index if index.matches(documents, model) else None
+    # an index written before BM25 was saved with it is rebuilt once, reusing its vectors
+    return index if index.matches(documents, model) and index.lexical is not None else None
 
 
 # --- The operator's added articles: one small exact index per article, kept in ``<index>/library/``.
@@ -249,6 +279,7 @@ class Shard:
 
     passages: tuple[Sentence, ...]
     vectors: faiss.Index
+    lexical: None = None  # an article is small: its Searcher builds BM25 in memory
 
 
 @dataclass(frozen=True)

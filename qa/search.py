@@ -12,17 +12,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import bm25s
 import faiss
 import numpy as np
-from bm25s.stopwords import STOPWORDS_DUTCH, STOPWORDS_EN_PLUS
 
+from . import lexical
 from .documents import Sentence, guess_language
 from .embedding import Embedder
 from .index import SentenceIndex
-
-_TOKEN = r"(?u)\b\w+\b"
-_STOPWORDS = sorted(set(STOPWORDS_DUTCH) | set(STOPWORDS_EN_PLUS))
 
 
 @dataclass(frozen=True)
@@ -58,10 +54,6 @@ class Hit:
     lexical: float
 
 
-def _tokenize(texts: list[str], *, as_ids: bool = True):
-    return bm25s.tokenize(texts, token_pattern=_TOKEN, stopwords=_STOPWORDS, show_progress=False, return_ids=as_ids)
-
-
 class Searcher:
     """Searches one loaded index; built once, reused for every question."""
 
@@ -69,8 +61,7 @@ class Searcher:
         self.index = index
         self.embedder = embedder
         self.config = config or SearchConfig()
-        self._lexical = bm25s.BM25()
-        self._lexical.index(_tokenize([p.text for p in index.passages]), show_progress=False)
+        self._lexical = index.lexical or lexical.build([p.text for p in index.passages])  # saved with the index, or small
         self._neighbours = self._neighbour_lists(index.passages)
         self.languages = self._article_languages(index.passages)
 
@@ -102,21 +93,21 @@ class Searcher:
     def pool(self, question: str, vector: np.ndarray, *, wanted: int, allowed: np.ndarray | None = None) -> Pool:
         """Dense and lexical candidates from this index, only among the ``allowed`` sentence ids if given."""
         wanted = min(len(self.index.passages) if allowed is None else len(allowed), wanted)
-        lexical = self._lexical_scores(question)
+        bm25 = self._lexical_scores(question)
         if allowed is not None:
-            mask = np.zeros(len(lexical), dtype=bool)
+            mask = np.zeros(len(bm25), dtype=bool)
             mask[allowed] = True
-            lexical = np.where(mask, lexical, 0).astype(np.float32)
+            bm25 = np.where(mask, bm25, 0).astype(np.float32)
         language = guess_language(question)
         if wanted == 0:
-            return Pool(self, [], np.zeros(0, dtype=np.float32), lexical, language)
+            return Pool(self, [], np.zeros(0, dtype=np.float32), bm25, language)
         _, dense_ids = self.index.vectors.search(vector[None, :], wanted, params=_restricted(self.index.vectors, allowed))
-        lexical_ids = (np.argpartition(-lexical, wanted - 1)[:wanted] if lexical.any()
+        lexical_ids = (np.argpartition(-bm25, wanted - 1)[:wanted] if bm25.any()
                        else np.array([], dtype=int))
         if allowed is not None:
             lexical_ids = lexical_ids[mask[lexical_ids]]
         ids = [int(i) for i in dict.fromkeys([*dense_ids[0].tolist(), *lexical_ids.tolist()]) if i >= 0]
-        return Pool(self, ids, self._dense_scores(ids, vector), lexical, language)
+        return Pool(self, ids, self._dense_scores(ids, vector), bm25, language)
 
     def _dense_scores(self, ids: list[int], vector: np.ndarray) -> np.ndarray:
         if not ids:
@@ -125,10 +116,7 @@ class Searcher:
 
     def _lexical_scores(self, question: str) -> np.ndarray:
         """BM25 of every sentence, unscaled (all zeros when no word is shared); :func:`rank` scales it."""
-        known = [w for w in _tokenize([question], as_ids=False)[0] if w in self._lexical.vocab_dict]
-        if not known:
-            return np.zeros(len(self.index.passages), dtype=np.float32)
-        return np.asarray(self._lexical.get_scores(known), dtype=np.float32)
+        return lexical.scores(self._lexical, question, len(self.index.passages))
 
 
 @dataclass(frozen=True)

@@ -48,7 +48,7 @@ def test_gold_set_shape(all_articles, engine):
     assert sum(not g.answers for g in gold) >= 30
     assert {g.split for g in gold} == {"tune", "test"}
     seed_only = load_gold(DEFAULT_GOLD, engine)  # rows about articles not loaded are left out
-    assert {g.article for g in seed_only} == {"000_e2981c027b46f4f0.txt"} and len(seed_only) >= 79
+    assert {g.article for g in seed_only} == {"000_e2981c027b46f4f0.txt"} and len(seed_only) >= 78
 
 
 @pytest.mark.parametrize("group", sorted(MEASURED))

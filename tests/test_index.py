@@ -10,6 +10,7 @@ import pytest
 
 import qa
 from qa.documents import read_documents
+from qa import lexical
 from qa.index import IndexProblem, build_index, load_index, open_index
 
 
@@ -55,7 +56,7 @@ def test_other_model_name_triggers_rebuild(embedder, seed_document, tmp_path):
 
 
 @pytest.mark.parametrize("damage", ["truncate-faiss", "garbage-passages", "delete-faiss", "bad-manifest",
-                                    "edit-passage-text"])
+                                    "edit-passage-text", "truncate-lexical", "delete-lexical-vocab"])
 def test_damaged_index_is_detected_and_rebuilt(embedder, seed_document, tmp_path, damage):
     build_index([seed_document], embedder, tmp_path)
     faiss_file, passages_file = tmp_path / "vectors.faiss", tmp_path / "passages.json"
@@ -67,6 +68,11 @@ def test_damaged_index_is_detected_and_rebuilt(embedder, seed_document, tmp_path
         faiss_file.unlink()
     elif damage == "bad-manifest":
         (tmp_path / "manifest.json").write_text("{not json")
+    elif damage == "truncate-lexical":
+        data = tmp_path / "lexical" / "data.csc.index.npy"
+        data.write_bytes(data.read_bytes()[:100])
+    elif damage == "delete-lexical-vocab":
+        (tmp_path / "lexical" / "vocab.index.json").unlink()
     else:  # a citation must never show text other than the stored sentence
         passages_file.write_text(passages_file.read_text().replace("Alabuga", "Elders"))
     with pytest.raises(IndexProblem):
@@ -75,6 +81,34 @@ def test_damaged_index_is_detected_and_rebuilt(embedder, seed_document, tmp_path
     assert index.vectors.ntotal == 23
     assert "Alabuga" in index.passages[5].text
     load_index(tmp_path)  # valid again on disk
+
+
+def test_lexical_index_is_saved_and_mapped_not_rebuilt_at_load(embedder, seed_document, tmp_path):
+    built = build_index([seed_document], embedder, tmp_path)
+    assert set(lexical.FILES) <= set(json.loads((tmp_path / "manifest.json").read_text())["files"])
+    loaded = load_index(tmp_path)
+    assert isinstance(loaded.lexical.scores["data"], np.memmap)
+    for question in ("Alabuga Tatarstan", "Kaspische Zee drones", "Kirby"):
+        assert np.array_equal(lexical.scores(loaded.lexical, question, 23), lexical.scores(built.lexical, question, 23))
+    engine = qa.Engine([seed_document], loaded, embedder)
+    assert engine.searcher._lexical is loaded.lexical
+    assert engine.ask("Waar staat de fabriek?").citations[0].sentence == 6
+
+
+def test_index_written_before_the_lexical_files_is_upgraded_reusing_its_vectors(embedder, seed_document, tmp_path):
+    build_index([seed_document], embedder, tmp_path)
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    manifest["files"] = {k: v for k, v in manifest["files"].items() if not k.startswith("lexical/")}
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    assert load_index(tmp_path).lexical is None  # still readable as it was
+    calls = []
+    original = embedder.passages
+    embedder.passages = lambda texts, **kw: calls.append(list(texts)) or original(texts, **kw)
+    try:
+        index = open_index([seed_document], embedder, tmp_path)
+    finally:
+        del embedder.passages
+    assert calls == [] and index.lexical is not None and load_index(tmp_path).lexical is not None
 
 
 def test_another_model_by_path_rebuilds_the_index_and_answers(seed_document, tmp_path):
