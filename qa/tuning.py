@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from .model_format import write_folder
 
 TRAINING_PAIRS = Path(__file__).resolve().parent / "data" / "tuning.jsonl"
 _MARKER = "TUNED_FROM"
@@ -66,18 +65,15 @@ def prepare_tuned_model(base_folder: Path, *, progress: bool = True, settings: T
     target = tuned_folder(base_folder, settings, pairs_file)
     if (target / _MARKER).is_file() and not force:
         return target
-    staging = Path(tempfile.mkdtemp(prefix=".tune-", dir=target.parent))
-    try:
-        model = train(base_folder, read_pairs(pairs_file), settings, progress=progress)
-        model.half().save(str(staging / "model"))
-        (staging / "model" / _MARKER).write_text(json.dumps(
+    model = train(base_folder, read_pairs(pairs_file), settings, progress=progress)
+
+    def write(folder: Path) -> None:
+        model.half().save(str(folder))
+        (folder / _MARKER).write_text(json.dumps(
             {"base": str(base_folder), "pairs_sha256": hashlib.sha256(pairs_file.read_bytes()).hexdigest(),
              "settings": asdict(settings)}, indent=1), encoding="utf-8")
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging / "model", target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+
+    write_folder(target, write)
     return target
 
 

@@ -1,4 +1,4 @@
-"""Shared fixtures: the real model, loaded once per test session, and the seed article."""
+"""Shared fixtures: the real model, loaded once per test session, the seed article, the app and Chromium."""
 
 from __future__ import annotations
 
@@ -7,16 +7,21 @@ import shutil
 from pathlib import Path
 
 import pytest
+from gradio_client import Client
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
+import app  # noqa: E402
 import qa  # noqa: E402
 from qa.documents import read_document  # noqa: E402
 from qa.embedding import Embedder  # noqa: E402
 from qa.index import open_index  # noqa: E402
 
 SEED = qa.ROOT / "seeds" / "000_e2981c027b46f4f0.txt"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
 @pytest.fixture(scope="session")
@@ -43,3 +48,27 @@ def seeds_copy(tmp_path) -> Path:
     folder = tmp_path / "seeds"
     shutil.copytree(qa.ROOT / "seeds", folder)
     return folder
+
+
+@pytest.fixture(scope="module")
+def server(engine):
+    demo = app.build_app(engine)
+    _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, server_name="127.0.0.1", **app.LAUNCH_OPTIONS)
+    yield url
+    demo.close()
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return Client(server, verbose=False)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    playwright = pytest.importorskip("playwright.sync_api")
+    if not Path(CHROMIUM).exists():
+        pytest.fail("Chromium is missing: apt-get install chromium (scripts/test.sh does)")
+    with playwright.sync_playwright() as p:
+        instance = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield instance
+        instance.close()

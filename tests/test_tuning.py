@@ -29,7 +29,7 @@ def test_a_short_tuning_run_writes_a_loadable_folder_once(tmp_path, embedder):
     folder = prepare_tuned_model(base, progress=False, settings=settings, pairs_file=pairs_file)
     assert folder == tuned_folder(base, settings, pairs_file) and folder.parent == tmp_path
     assert json.loads((folder / "TUNED_FROM").read_text())["settings"]["epochs"] == 1
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tune-")]  # staging cleaned up
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".staging-")]  # staging cleaned up
     before = folder.stat().st_mtime_ns
     assert prepare_tuned_model(base, progress=False, settings=settings, pairs_file=pairs_file) == folder
     assert folder.stat().st_mtime_ns == before  # built once

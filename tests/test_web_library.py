@@ -7,12 +7,11 @@ import time
 from pathlib import Path
 
 import pytest
-from gradio_client import Client
 
 import app
 import qa
 from qa.documents import parse_document
-from test_app import ARTIFACTS, _ask_in_page, browser  # noqa: F401  (browser is a fixture)
+from test_app import _ask_in_page
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 BRIDGE = (
@@ -40,19 +39,6 @@ must show those characters as text. <img src=x onerror="alert(3)"> The terminal 
 <p onmouseover="alert(5)">Construction of the ferry terminal starts in the spring of 2026 and takes two years.</p>
 </article></body></html>
 """
-
-
-@pytest.fixture(scope="module")
-def server(engine):
-    demo = app.build_app(engine)
-    _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, server_name="127.0.0.1", **app.LAUNCH_OPTIONS)
-    yield url
-    demo.close()
-
-
-@pytest.fixture(scope="module")
-def client(server):
-    return Client(server, verbose=False)
 
 
 @pytest.fixture()
