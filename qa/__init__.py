@@ -1,7 +1,7 @@
 """Cited answers from news articles: ``qa.load()`` once, then ``.ask(question)``.
 
 Articles can be added for everyone (``engine.add``, kept in the index folder) or for one web
-reader only (``engine.session()``, in memory); see notes/library.md for the whole API.
+reader only (``engine.session()``, in memory); see the README for the whole API.
 
 >>> import qa
 >>> engine = qa.load()                        # doctest: +SKIP

@@ -4,7 +4,7 @@ Why: the small model ranks a long, general sentence of the right article ("hub")
 one that answers, and an English question about a Dutch article scores the English article
 on the same story higher. A few minutes of contrastive training on questions as readers
 ask them (English and Dutch, over English and Dutch articles) fixes much of both; measured
-in notes/quality.md, including on articles whose questions were left out of training.
+in the README (Retrieval quality), including on articles whose questions were left out of training.
 
 The pairs (``qa/data/tuning.jsonl``) come from the gold set's *tune* split only: each is a
 question, its answering sentence, and the sentence of the same article the untuned model
