@@ -30,6 +30,7 @@ import gradio as gr  # noqa: E402
 from gradio.utils import get_upload_folder  # noqa: E402
 
 import qa  # noqa: E402
+from qa.answer import markdown_escape, markdown_unescape  # noqa: E402
 from qa.highlight import mark  # noqa: E402
 from qa.ingest import MAX_FILE_BYTES  # noqa: E402
 
@@ -85,14 +86,16 @@ def shown_source(source: str) -> str:
 def _in_context(engine: qa.Engine, session: qa.Session | None, citation: qa.Citation) -> str:
     """The cited sentence marked »like this« between its neighbours in the same paragraph."""
     before, after = engine.surroundings(citation, session=session)
-    return " ".join(filter(None, [before, f"»{mark(citation.text, citation.highlights)}«", after]))
+    cited = f"»{mark(citation.text, citation.highlights, escape=markdown_escape)}«"
+    return " ".join(filter(None, [markdown_escape(before), cited, markdown_escape(after)]))
 
 
 def sources_text(engine: qa.Engine, answer: qa.Answer, session: qa.Session | None = None) -> str:
-    """One entry per citation: the article's title and source, the sentence, and its surroundings."""
+    """One entry per citation, in Markdown: the article's title and source, the sentence (answering
+    words in bold) and its surroundings."""
     def named(c: qa.Citation) -> str:
         shown = shown_source(c.source)
-        return c.title if c.title == shown else f"{c.title} ({shown})"
+        return markdown_escape(c.title if c.title == shown else f"{c.title} ({shown})")
 
     return "\n\n".join(
         f"[{c.number}] {named(c)}, sentence {c.sentence} "
@@ -102,8 +105,8 @@ def sources_text(engine: qa.Engine, answer: qa.Answer, session: qa.Session | Non
 
 
 def reply_messages(engine: qa.Engine, answer: qa.Answer, session: qa.Session | None = None) -> list[dict]:
-    """The answer, then its sources as a collapsible block."""
-    reply = [{"role": "assistant", "content": answer.text, "metadata": {}}]
+    """The answer, then its sources as a collapsible block, both in Markdown."""
+    reply = [{"role": "assistant", "content": answer.markdown(), "metadata": {}}]
     if answer.citations:
         title = "Sources" if answer.found else "Closest passages"
         reply.append({"role": "assistant", "content": sources_text(engine, answer, session),
@@ -129,11 +132,6 @@ def make_reply(engine: qa.Engine):
         return reply_messages(engine, answer)
 
     return chat
-
-
-def _shown(message: dict) -> dict:
-    """A message as the page shows it: every character as text, nothing from it runs as HTML."""
-    return {**message, "content": html.escape(_text_of(message["content"]))}
 
 
 def _size(n: int) -> str:
@@ -239,17 +237,17 @@ def build_app(engine: qa.Engine) -> gr.Blocks:
     def on_submit(message: str, shown: list[dict], session, about: str):
         if not message.strip():
             return "", shown, gr.skip(), gr.skip()
-        asked = {"role": "user", "content": message, "metadata": {}}
-        history = [{**m, "content": html.unescape(_text_of(m["content"]))} for m in shown or []]
+        asked = {"role": "user", "content": markdown_escape(message), "metadata": {}}  # shown as typed
+        history = [{**m, "content": markdown_unescape(_text_of(m["content"]))} for m in shown or []]
         library = library_of(session)
         try:
             answer = library.ask(message, history=earlier_questions(history), articles=_restricted(about))
         except qa.DocumentError as exc:  # the article asked about is gone
-            reply, citations = [{"role": "assistant", "content": str(exc), "metadata": {}}], ()
+            reply, citations = [{"role": "assistant", "content": markdown_escape(str(exc)), "metadata": {}}], ()
         else:
             reply, citations = reply_messages(engine, answer, session), answer.citations
         checks = [(f"[{c.number}] {c.title}, sentence {c.sentence}", str(c.number)) for c in citations]
-        return ("", [*(shown or []), *(_shown(m) for m in (asked, *reply))], citations,
+        return ("", [*(shown or []), asked, *reply], citations,
                 gr.Radio(choices=checks, value=None, visible=bool(checks)))
 
     def outcome(session, about, attempts, progress):
@@ -316,7 +314,8 @@ def build_app(engine: qa.Engine) -> gr.Blocks:
         with gr.Row(equal_height=False):
             with gr.Column(scale=5):
                 chatbot = gr.Chatbot(
-                    render_markdown=False, sanitize_html=True, allow_tags=False, height=520, show_label=False,
+                    render_markdown=True, sanitize_html=True, allow_tags=False, latex_delimiters=[], height=520,
+                    show_label=False,
                     placeholder="Ask about the articles, in English or Dutch.",
                 )
                 textbox = gr.Textbox(placeholder="Where is the factory? / Waar staat de fabriek?", show_label=False,

@@ -6,8 +6,9 @@ can never say something the article does not.
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
-from typing import Mapping
+from typing import Callable, Mapping
 
 from .documents import guess_language
 from .highlight import highlights, mark
@@ -65,6 +66,26 @@ class Answer:
         """Plain data with the same field names as the attributes (for JSON)."""
         return asdict(self)
 
+    def markdown(self) -> str:
+        """The reply as Markdown, for chat pages: the article's text escaped, so nothing in it is read
+        as formatting or markup, and the answering words in bold."""
+        if not self.citations:
+            return markdown_escape(self.text)
+        return _reply(self.question, self.citations, self.found, self.notice, markdown_escape)
+
+
+_MARKDOWN_SPECIAL = r"[\\`*_\[\]<>~|$#]"
+
+
+def markdown_escape(text: str) -> str:
+    """``text`` with every character that Markdown (or a page's LaTeX) could act on backslash-escaped."""
+    return re.sub(f"({_MARKDOWN_SPECIAL})", r"\\\1", text)
+
+
+def markdown_unescape(text: str) -> str:
+    """The text that :func:`markdown_escape` was given."""
+    return re.sub(f"\\\\({_MARKDOWN_SPECIAL})", r"\1", text)
+
 
 def reply_language(question: str) -> str:
     """Answer in Dutch to a Dutch question, otherwise in English."""
@@ -86,7 +107,6 @@ def compose(question: str, hits: list[Hit], *, threshold: float, notice: str = "
     each article's name to its (title, source) for the citations.
     """
     articles = articles or {}
-    words = _TEMPLATES[reply_language(question)]
     citations = tuple(
         Citation(number=n, document=h.passage.document, sentence=h.passage.number, text=h.passage.text,
                  score=round(h.score, 4), paragraph=h.passage.paragraph, start=h.passage.start, end=h.passage.end,
@@ -96,20 +116,26 @@ def compose(question: str, hits: list[Hit], *, threshold: float, notice: str = "
         for n, h in enumerate(hits, start=1)
     )
     found = bool(hits) and max(h.dense for h in hits) >= threshold
+    return Answer(question=question, found=found, text=_reply(question, citations, found, notice, str),
+                  citations=citations, notice=notice)
+
+
+def _reply(question: str, citations: tuple[Citation, ...], found: bool, notice: str,
+           escape: Callable[[str], str]) -> str:
+    """The reply's text, the article's words passed through ``escape``, the answering ones between ``**``."""
+    words = _TEMPLATES[reply_language(question)]
     if found:
         quoted = [c for c in citations[:MAX_QUOTED] if c.score >= citations[0].score - CLOSE_SECOND]
-        body = " ".join(f"{_quote(mark(c.text, c.highlights))} [{c.number}]" for c in quoted)
+        body = " ".join(f"{_quote(c.text, mark(c.text, c.highlights, escape=escape))} [{c.number}]" for c in quoted)
         text = f"{words['found']} {body}"
     else:
-        text = "\n".join([words["not_found"], *(f"[{c.number}] {_quote(c.text)}" for c in citations)])
-    if notice:
-        text = f"{text}\n{notice}"
-    return Answer(question=question, found=found, text=text, citations=citations, notice=notice)
+        text = "\n".join([words["not_found"], *(f"[{c.number}] {_quote(c.text, escape(c.text))}" for c in citations)])
+    return f"{text}\n{notice}" if notice else text
 
 
-def _quote(text: str) -> str:
-    """Put a sentence in quotation marks, unless it already opens with one."""
-    return text if text[:1] in "“\"'‘„«" else f"“{text}”"
+def _quote(text: str, shown: str) -> str:
+    """``shown`` (``text`` as it is shown) in quotation marks, unless the sentence already opens with one."""
+    return shown if text[:1] in "“\"'‘„«" else f"“{shown}”"
 
 
 def truncation_notice(question: str, limit: int) -> str:

@@ -14,6 +14,7 @@ from gradio_client import Client
 
 import app
 import qa
+from qa.answer import markdown_escape
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
 
@@ -29,7 +30,8 @@ def test_english_question_through_the_api(client, engine):
     answer, sources = _answer_and_sources(reply)
     assert answer.startswith("According to the article") and "Alabuga" in answer and "[1]" in answer
     seed = engine.document("000_e2981c027b46f4f0.txt")
-    assert sources.startswith(f"[1] {seed.title}, sentence 6")  # by title; its file name is the same, shown once
+    # by title (its file name, the same, is shown once), in Markdown like the rest of the reply
+    assert sources.startswith(f"[1] {markdown_escape(seed.title)}, sentence 6")
     assert "»Het Witte Huis heeft beelden vrijgegeven van een faciliteit in de **Alabuga" in sources
 
 
@@ -37,7 +39,7 @@ def test_dutch_question_through_the_api(client, engine):
     reply = client.predict(message="Welke straaljager koopt Iran van Rusland?", api_name="/chat")
     answer, sources = _answer_and_sources(reply)
     assert answer.startswith("Volgens het artikel") and "SU-35" in answer
-    assert sources.startswith(f"[1] {engine.document('000_e2981c027b46f4f0.txt').title}, sentence 13")
+    assert sources.startswith(f"[1] {markdown_escape(engine.document('000_e2981c027b46f4f0.txt').title)}, sentence 13")
     assert "sentence 13" in sources.splitlines()[0]
 
 
@@ -137,6 +139,8 @@ def test_browser_asks_sees_citation_and_expands_sources(server, browser):
     _ask_in_page(page, "Where is the factory?")
     bot = page.locator("[data-testid=bot]").first
     assert "Alabuga" in bot.inner_text() and "[1]" in bot.inner_text()
+    assert bot.locator("strong").first.inner_text() == "Alabuga Special Economic Zone"  # the answer, in bold
+    assert "**" not in bot.inner_text()
     page.locator(".thought-group .title").first.click()
     page.wait_for_timeout(800)
     sources = page.locator(".message.thought").first.inner_text()
