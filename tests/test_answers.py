@@ -9,7 +9,10 @@ import sys
 import pytest
 
 import qa
+from qa.answer import compose, markdown_unescape
+from qa.documents import parse_document
 from qa.highlight import answer_kind, highlights, mark
+from qa.search import Hit
 
 # (question, sentence number that must be cited first)
 ANSWERABLE = [
@@ -143,3 +146,15 @@ def test_the_reply_marks_the_answer_inside_the_quote(engine):
     assert mark(first.text, first.highlights).replace("**", "") == first.text
     refused = engine.ask("What is the capital of France?")
     assert "**" not in refused.text  # passages that do not answer are listed plain
+
+
+def test_markdown_reply_escapes_the_article_and_bolds_only_the_answer():
+    """What the web page shows: nothing in an article formats or runs, the answering words are bold."""
+    sentence = parse_document("Volgens [bronnen](javascript:x) staat de <b>fabriek</b> in Kazan, zei `Kirby`_.".encode(),
+                              name="x.txt").sentences[0]
+    answer = compose("Waar staat de fabriek?", [Hit(sentence, 0.9, 0.9, 0.0)], threshold=0.5)
+    markdown = answer.markdown()
+    assert "**Kazan**" in markdown
+    assert "\\[bronnen\\](javascript:x)" in markdown and "\\<b\\>fabriek\\</b\\>" in markdown
+    assert "\\`**Kirby**\\`\\_" in markdown  # a name: highlighted inside its escaped backquotes
+    assert markdown_unescape(markdown) == answer.text  # the same reply, escapes removed
