@@ -415,7 +415,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default=None, help="sentence-transformers model name or folder")
     parser.add_argument("--backend", choices=qa.BACKENDS, default=qa.DEFAULT_BACKEND,
                         help=f"run the model with ONNX Runtime or PyTorch (default {qa.DEFAULT_BACKEND})")
-    parser.add_argument("--index", default=None, help="index folder (default: index/)")
+    parser.add_argument("--index", default=None, help="index folder (default: index/, or index/sources-<hash>/ for other articles)")
     parser.add_argument("sources", nargs="*", help="shared article files or folders (default: seeds/)")
     args = parser.parse_args(argv)
     auth = parse_auth(args.auth)

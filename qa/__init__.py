@@ -149,6 +149,8 @@ class Engine:
         histories = histories or [()] * len(questions)
         if len(histories) != len(questions):
             raise ValueError("give one history per question (or none at all)")
+        if top_k is not None and top_k < 1:
+            raise ValueError(f"top_k must be 1 or more, not {top_k}")
         prepared = [self._prepare(q) for q in questions]
         pending = [(i, p, self._context(p.text, h)) for i, (p, h) in enumerate(zip(prepared, histories))
                    if p.answer is None]
@@ -159,7 +161,7 @@ class Engine:
         info = snapshot.citations_info()
         for row, (i, p, context) in enumerate(pending):
             hits = self._search(snapshot, p.text, vectors[row], next(context_vectors) if context else None,
-                                top_k or self.top_k, articles)
+                                self.top_k if top_k is None else top_k, articles)
             answers[i] = compose(p.text, hits, threshold=self.threshold, notice=p.notice, articles=info)
         return answers
 
@@ -227,7 +229,7 @@ def load(sources: Sequence[str | Path] | None = None, *, index_dir: str | Path |
         print(f"skipped: {error}", file=sys.stderr)
     if not documents:
         raise DocumentError("no readable article to answer from" + "".join(f"\n  {e}" for e in skipped))
-    embedder = Embedder.load(model, backend=backend)
+    embedder = Embedder.load(model, backend=backend, progress=progress)
     folder = Path(index_dir) if index_dir else default_index_dir(sources)
     index = open_index(documents, embedder, folder, progress=progress)
     return Engine(documents, index, embedder, skipped=skipped, top_k=top_k, threshold=threshold, config=config,

@@ -87,20 +87,27 @@ def _bench(args: argparse.Namespace) -> int:
     return bench(args)
 
 
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {number}")
+    return number
+
+
 def parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--model", default=None, help="sentence-transformers model name or folder "
                         f"(default: the bundled {qa.DEFAULT_MODEL}; {qa.BASE_MODEL} is it untuned)")
     common.add_argument("--backend", choices=qa.BACKENDS, default=qa.DEFAULT_BACKEND,
                         help=f"run the model with ONNX Runtime or PyTorch (default {qa.DEFAULT_BACKEND})")
-    common.add_argument("--index", default=None, help="index folder (default: index/)")
+    common.add_argument("--index", default=None, help="index folder (default: index/, or index/sources-<hash>/ for other articles)")
     common.add_argument("--sources", nargs="*", default=None, metavar="PATH",
                         help="article files or folders (default: seeds/)")
     main = argparse.ArgumentParser(prog="python -m qa", description="Cited answers from news articles.")
     commands = main.add_subparsers(dest="command", required=True)
     ask = commands.add_parser("ask", parents=[common], help="answer a question with citations")
     ask.add_argument("question", nargs="+")
-    ask.add_argument("--top-k", type=int, default=3, help="how many sentences to cite (default 3)")
+    ask.add_argument("--top-k", type=_positive, default=3, help="how many sentences to cite (default 3)")
     ask.add_argument("--json", action="store_true", help="print the answer as JSON")
     ask.add_argument("--article", action="append", default=None, metavar="NAME",
                      help="search only this article (repeat for several; see `list`)")

