@@ -52,9 +52,10 @@ class Embedder:
     (1, 384)
     """
 
-    def __init__(self, name: str, model) -> None:
+    def __init__(self, name: str, model, version: str = "") -> None:
         self.name = name
         self.model = model
+        self.version = version  # which build of a bundled model: its folder name, which carries a digest
         prompts = getattr(model, "prompts", {}) or {}
         self._query_prompt = "query" if "query" in prompts else None
         self._passage_prompt = "passage" if "passage" in prompts else None
@@ -70,8 +71,10 @@ class Embedder:
 
         hf_logging.disable_progress_bar()  # a per-weight progress bar on every start is noise
         name = name_or_path or DEFAULT_MODEL
+        location = ""
         try:
-            model = _load_model(resolve_model(name, progress=progress)[1], backend, progress)
+            location = resolve_model(name, progress=progress)[1]
+            model = _load_model(location, backend, progress)
         except ModelError:
             raise
         except Exception as exc:
@@ -80,12 +83,19 @@ class Embedder:
                                  f"without internet, pass a local sentence-transformers folder.") from exc
             print(f"The prepared model {name} is damaged ({exc}); preparing it again.", file=sys.stderr)
             try:
-                model = _load_model(resolve_model(name, force=True, progress=progress)[1], backend, progress)
+                location = resolve_model(name, force=True, progress=progress)[1]
+                model = _load_model(location, backend, progress)
             except ModelError:
                 raise
             except Exception as again:
                 raise ModelError(f"Could not prepare the bundled model {name!r}: {again}") from again
-        return cls(name, model)
+        return cls(name, model, Path(location).name if name in (DEFAULT_MODEL, BASE_MODEL) else "")
+
+    @property
+    def identity(self) -> str:
+        """What an index records of the model that made its vectors: the name, and for a bundled model
+        its build (a changed training set or setting trains a new build, and the vectors are redone)."""
+        return f"{self.name} ({self.version})" if self.version else self.name
 
     @property
     def dimension(self) -> int:

@@ -164,7 +164,7 @@ def build_index(documents: list[Document], embedder: Embedder, folder: Path, *, 
 def _build_unlocked(documents: list[Document], embedder: Embedder, folder: Path, progress: bool) -> SentenceIndex:
     if not any(d.sentences for d in documents):
         raise IndexProblem("no sentences to index: every article was empty or unreadable")
-    reused = _reusable_vectors(folder, embedder.name)
+    reused = _reusable_vectors(folder, embedder.identity)
     parts = []
     for doc in documents:
         vectors = reused.get(tuple(s.text for s in doc.sentences))
@@ -180,7 +180,7 @@ def _build_unlocked(documents: list[Document], embedder: Embedder, folder: Path,
         json.dumps([asdict(s) for s in passages], ensure_ascii=False), encoding="utf-8"))
     _write_lexical(folder, bm25)
     manifest = Manifest(
-        format=FORMAT_VERSION, model=embedder.name, dimension=embedder.dimension, kind=kind,
+        format=FORMAT_VERSION, model=embedder.identity, dimension=embedder.dimension, kind=kind,
         sources=tuple(SourceInfo(d.name, d.sha256, d.language, len(d.sentences)) for d in documents),
         files={name: _sha256_file(folder / name) for name in (*_FILES, *lexical.FILES)},
         built=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -242,10 +242,10 @@ def load_index(folder: Path) -> SentenceIndex:
 def open_index(documents: list[Document], embedder: Embedder, folder: Path, *, progress: bool = False) -> SentenceIndex:
     """The index for these documents and this model: loaded when it matches, else rebuilt."""
     folder = Path(folder)
-    index = _load_matching(documents, embedder.name, folder)
+    index = _load_matching(documents, embedder.identity, folder)
     if index is None:
         with build_lock(folder):  # another process may have built it while we waited
-            index = _load_matching(documents, embedder.name, folder)
+            index = _load_matching(documents, embedder.identity, folder)
             if index is None:
                 index = _build_unlocked(documents, embedder, folder, progress)
     return index
@@ -335,7 +335,7 @@ def read_library(index_folder: Path, embedder: Embedder, *, warn=print) -> list[
             continue
         vectors = None
         try:
-            if model == embedder.name and _sha256_file(where / "vectors.npy") == entry["files"]["vectors.npy"]:
+            if model == embedder.identity and _sha256_file(where / "vectors.npy") == entry["files"]["vectors.npy"]:
                 vectors = np.load(where / "vectors.npy", allow_pickle=False)
         except (OSError, ValueError, KeyError):
             vectors = None

@@ -161,7 +161,7 @@ class Library:
             if any(a.repaired for a in self._stored):
                 with self._folder_lock():
                     self._sync()
-                    write_library(folder, embedder.name, self._stored)
+                    write_library(folder, embedder.identity, self._stored)
                     self._use([replace(a, repaired=False) for a in self._stored])
 
     def _use(self, stored: list[StoredArticle]) -> None:
@@ -192,7 +192,7 @@ class Library:
             document = renamed(document, self.snapshot.unique_name(document.name))
             article = StoredArticle(document, vectors, document.sha256[:24])
             if self.folder is not None:
-                write_library(self.folder, self.embedder.name, [*self._stored, article])
+                write_library(self.folder, self.embedder.identity, [*self._stored, article])
             self._use([*self._stored, article])
         return document
 
@@ -208,7 +208,7 @@ class Library:
                 raise DocumentError(f"no added article named {name!r}")
             kept = [a for a in self._stored if a is not gone]
             if self.folder is not None:
-                write_library(self.folder, self.embedder.name, kept)
+                write_library(self.folder, self.embedder.identity, kept)
             self._use(kept)
         return gone.document
 

