@@ -91,8 +91,9 @@ class Engine:
         self.top_k = top_k
         self.threshold = threshold if threshold is not None else DEFAULT_THRESHOLD.get(embedder.name, OTHER_MODEL_THRESHOLD)
         self.config = config or MODEL_CONFIG.get(embedder.name, SearchConfig())
-        self.searcher = Searcher(index, embedder, self.config)
-        self.library = library or Library(Part(self.searcher, tuple(documents)), embedder, folder)
+        # another Engine's library (with_config) already holds a searcher of the same base index
+        self.library = library or Library(Part(Searcher(index), tuple(documents)), embedder, folder)
+        self.searcher = self.library.base.searcher
 
     @property
     def documents(self) -> list[Document]:
@@ -171,7 +172,7 @@ class Engine:
             vector = vector + FOLLOW_UP_WEIGHT * context
             vector = vector / np.linalg.norm(vector)
         pools = snapshot.pools(question, vector, wanted=max(self.config.candidates, top_k), articles=articles)
-        return rank(pools, self.config, top_k)
+        return rank(pools, self.config, top_k, question=question)
 
     @staticmethod
     def _context(question: str, history: Sequence[str] | str) -> str:

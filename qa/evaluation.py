@@ -176,7 +176,7 @@ def alone_and_together(engine: qa.Engine, gold_path: Path, folder: Path) -> dict
     table: dict[str, dict[str, Scores]] = {}
     for n, document in enumerate(engine.documents):
         single = qa.Engine([document], open_index([document], engine.embedder, folder / str(n)), engine.embedder,
-                           top_k=engine.top_k, threshold=engine.threshold, config=engine.searcher.config)
+                           top_k=engine.top_k, threshold=engine.threshold, config=engine.config)
         alone = score(single, load_gold(gold_path, single))
         mine = [r for r in together if r.gold.article == document.name]
         for split in ("tune", "test"):

@@ -63,8 +63,8 @@ class Part:
         return spans
 
 
-def make_part(document: Document, vectors: np.ndarray, embedder: Embedder) -> Part:
-    return Part(Searcher(shard_for(document, vectors), embedder), (document,))
+def make_part(document: Document, vectors: np.ndarray) -> Part:
+    return Part(Searcher(shard_for(document, vectors)), (document,))
 
 
 @dataclass(frozen=True)
@@ -151,7 +151,7 @@ class Library:
     def __init__(self, base: Part, embedder: Embedder, folder: Path | None) -> None:
         self.embedder = embedder
         self.folder = folder
-        self._base = base
+        self.base = base
         self._lock = threading.Lock()
         self._stored: list[StoredArticle] = []
         self._parts: dict[str, Part] = {}
@@ -166,9 +166,9 @@ class Library:
 
     def _use(self, stored: list[StoredArticle]) -> None:
         """Swap in a new snapshot holding the base articles and ``stored``."""
-        parts = {a.folder: self._parts.get(a.folder) or make_part(a.document, a.vectors, self.embedder) for a in stored}
+        parts = {a.folder: self._parts.get(a.folder) or make_part(a.document, a.vectors) for a in stored}
         self._stored, self._parts = list(stored), parts
-        self.snapshot = Snapshot((self._base, *parts.values()), 1 + len(parts))
+        self.snapshot = Snapshot((self.base, *parts.values()), 1 + len(parts))
 
     def _sync(self) -> None:
         """Pick up articles another process added or removed (call under the folder lock)."""
@@ -200,7 +200,7 @@ class Library:
         """Take an added article out (for everyone, on disk too); base articles cannot be removed here."""
         with self._lock, self._folder_lock():
             self._sync()
-            if any(d.name == name for d in self._base.documents):
+            if any(d.name == name for d in self.base.documents):
                 raise DocumentError(f"{name!r} is one of the base articles (seeds/ or the files given at start); "
                                     f"remove its file there instead")
             gone = next((a for a in self._stored if a.document.name == name), None)
@@ -271,7 +271,7 @@ class Session:
                 return existing
             self._check_room(size)
             document = renamed(document, self.snapshot.unique_name(document.name))
-            self._parts = (*self._parts, make_part(document, vectors, self._engine.embedder))
+            self._parts = (*self._parts, make_part(document, vectors))
         return document
 
     def _check_open(self) -> None:

@@ -17,7 +17,6 @@ import numpy as np
 
 from . import lexical
 from .documents import Sentence, guess_language
-from .embedding import Embedder
 from .index import SentenceIndex
 
 
@@ -57,10 +56,8 @@ class Hit:
 class Searcher:
     """Searches one loaded index; built once, reused for every question."""
 
-    def __init__(self, index: SentenceIndex, embedder: Embedder, config: SearchConfig | None = None) -> None:
+    def __init__(self, index: SentenceIndex) -> None:
         self.index = index
-        self.embedder = embedder
-        self.config = config or SearchConfig()
         self._lexical = index.lexical or lexical.build([p.text for p in index.passages])  # saved with the index, or small
         self._neighbours = self._neighbour_lists(index.passages)
         self.languages = self._article_languages(index.passages)
@@ -84,12 +81,6 @@ class Searcher:
             result.append(near)
         return result
 
-    def search(self, question: str, *, top_k: int = 3, vector: np.ndarray | None = None) -> list[Hit]:
-        """The ``top_k`` best sentences for ``question``, best first."""
-        if vector is None:
-            vector = self.embedder.queries([question])[0]
-        return rank([self.pool(question, vector, wanted=max(self.config.candidates, top_k))], self.config, top_k)
-
     def pool(self, question: str, vector: np.ndarray, *, wanted: int, allowed: np.ndarray | None = None) -> Pool:
         """Dense and lexical candidates from this index, only among the ``allowed`` sentence ids if given."""
         wanted = min(len(self.index.passages) if allowed is None else len(allowed), wanted)
@@ -98,16 +89,15 @@ class Searcher:
             mask = np.zeros(len(bm25), dtype=bool)
             mask[allowed] = True
             bm25 = np.where(mask, bm25, 0).astype(np.float32)
-        language = guess_language(question)
         if wanted == 0:
-            return Pool(self, [], np.zeros(0, dtype=np.float32), bm25, language)
+            return Pool(self, [], np.zeros(0, dtype=np.float32), bm25)
         _, dense_ids = self.index.vectors.search(vector[None, :], wanted, params=_restricted(self.index.vectors, allowed))
         lexical_ids = (np.argpartition(-bm25, wanted - 1)[:wanted] if bm25.any()
                        else np.array([], dtype=int))
         if allowed is not None:
             lexical_ids = lexical_ids[mask[lexical_ids]]
         ids = [int(i) for i in dict.fromkeys([*dense_ids[0].tolist(), *lexical_ids.tolist()]) if i >= 0]
-        return Pool(self, ids, self._dense_scores(ids, vector), bm25, language)
+        return Pool(self, ids, self._dense_scores(ids, vector), bm25)
 
     def _dense_scores(self, ids: list[int], vector: np.ndarray) -> np.ndarray:
         if not ids:
@@ -121,14 +111,12 @@ class Searcher:
 
 @dataclass(frozen=True)
 class Pool:
-    """The candidates one index offers for a question: sentence ids, their cosines, BM25 of every sentence,
-    and the question's language."""
+    """The candidates one index offers for a question: sentence ids, their cosines, BM25 of every sentence."""
 
     searcher: Searcher
     ids: list[int]
     dense: np.ndarray
     lexical: np.ndarray
-    language: str
 
 
 def _restricted(index, allowed: np.ndarray | None):
@@ -141,20 +129,22 @@ def _restricted(index, allowed: np.ndarray | None):
     return faiss.SearchParameters(sel=selector)
 
 
-def rank(pools: list[Pool], config: SearchConfig, top_k: int) -> list[Hit]:
-    """Score the candidates of every pool on one scale and keep the ``top_k`` best, best first.
+def rank(pools: list[Pool], config: SearchConfig, top_k: int, *, question: str) -> list[Hit]:
+    """Score the candidates of every pool on one scale and keep the ``top_k`` best, best first
+    (``question``'s language picks the language offsets).
 
     Cosines are comparable across indexes as they are; BM25 is scaled by the best score over
     all pools, so a sentence holding all matched words gets the full lexical nudge.
     """
     cfg = config
     offsets = {(q, a): value for q, a, value in cfg.language_offsets}
+    language = guess_language(question) if offsets else ""  # once per question, and only when it matters
     top = max((float(p.lexical.max()) for p in pools if p.lexical.size), default=0.0)
     scaled = [p.lexical / top if top > 0 else np.zeros_like(p.lexical) for p in pools]
     hits = []
     for s, (pool, bm25) in enumerate(zip(pools, scaled)):
         for i, cosine in zip(pool.ids, pool.dense):
-            offset = offsets.get((pool.language, pool.searcher.languages[i]), 0.0)
+            offset = offsets.get((language, pool.searcher.languages[i]), 0.0)
             score = (cosine - offset if cfg.use_dense else 0.0) + cfg.lexical_weight * bm25[i]
             hits.append((score, (s, i), cosine))
     if cfg.neighbour_weight:
