@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Install everything the tests need (Chromium from Debian, Python packages) and run them.
+# The README's test command, which CI runs: installs Chromium from Debian when missing, makes a
+# virtual environment of its own (.venv/, or $QA_VENV), installs the pinned requirements into it,
+# and runs the tests from it, so a package missing from the requirements fails here too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v chromium >/dev/null 2>&1; then
@@ -7,6 +9,9 @@ if ! command -v chromium >/dev/null 2>&1; then
   $sudo_ apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -qq chromium chromium-driver >/dev/null
 fi
-python3 -m pip install -q -r requirements-dev.txt
+venv="${QA_VENV:-.venv}"
+[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+"$venv/bin/python" -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+"$venv/bin/python" -m pip check
 export HF_HUB_OFFLINE=1 GRADIO_ANALYTICS_ENABLED=False NO_PROXY="127.0.0.1,localhost${NO_PROXY:+,$NO_PROXY}"
-python3 -m pytest "$@"
+exec "$venv/bin/python" -m pytest "$@"

@@ -33,8 +33,10 @@ MENU_ONLY_HTML = b"""<!DOCTYPE html><html><head><title>Home</title></head><body>
 <nav><a href="/">Home</a> | <a href="/a">About</a> | <a href="/c">Contact</a></nav></body></html>"""
 
 
-def pdf_bytes(lines: list[str], *, title: str | None = None, password: str | None = None) -> bytes:
-    """A one-page PDF with the lines as real text (Helvetica), optionally with a title or a password."""
+def pdf_bytes(lines: list[str], *, title: str | None = None, password: str | None = None,
+              owner: str | None = None, algorithm: str = "AES-128") -> bytes:
+    """A one-page PDF with the lines as real text (Helvetica), optionally with a title, or encrypted
+    with a user ``password`` ("" opens it) and an ``owner`` password."""
     content = "BT /F1 12 Tf 72 720 Td 14 TL " + " ".join(f"({line}) Tj T*" for line in lines) + " ET"
     objects = [
         "<< /Type /Catalog /Pages 2 0 R >>",
@@ -57,8 +59,8 @@ def pdf_bytes(lines: list[str], *, title: str | None = None, password: str | Non
     writer = PdfWriter(clone_from=PdfReader(io.BytesIO(out)))
     if title:
         writer.add_metadata({"/Title": title})
-    if password:
-        writer.encrypt(password, algorithm="AES-128")
+    if password is not None:
+        writer.encrypt(password, owner, algorithm=algorithm)
     buffer = io.BytesIO()
     writer.write(buffer)
     return buffer.getvalue()
@@ -108,6 +110,16 @@ def test_pdf_text_and_title(tmp_path):
     assert doc.title == "Drone factory report"  # no metadata title: the first line
     path.write_bytes(pdf_bytes(PDF_LINES, title="Metadata title"))
     assert from_file(path).title == "Metadata title"
+
+
+@pytest.mark.parametrize("algorithm", ["AES-128", "AES-256"])
+def test_pdf_encrypted_with_an_empty_password_is_read(tmp_path, algorithm):
+    """Copy- or print-restricted PDFs are AES-encrypted with an empty user password: pypdf opens them
+    only with its crypto extra (cryptography), which requirements.txt pins."""
+    path = tmp_path / "restricted.pdf"
+    path.write_bytes(pdf_bytes(PDF_LINES, password="", owner="owner-only", algorithm=algorithm))
+    assert PdfReader(path).is_encrypted
+    assert "builds drones for the army" in from_file(path).text
 
 
 def test_pdf_named_txt_is_read_as_pdf(tmp_path):
