@@ -30,8 +30,7 @@ import gradio as gr  # noqa: E402
 from gradio.utils import get_upload_folder  # noqa: E402
 
 import qa  # noqa: E402
-from qa.answer import markdown_escape, markdown_unescape  # noqa: E402
-from qa.highlight import mark  # noqa: E402
+from qa.answer import mark, markdown_escape, markdown_unescape  # noqa: E402
 from qa.ingest import MAX_FILE_BYTES  # noqa: E402
 
 EXAMPLES = [

@@ -22,17 +22,20 @@ from typing import Sequence
 
 import numpy as np
 
+from .adapters import read_manifest
 from .answer import Answer, Citation, compose, empty_answer, truncation_notice
 from .conversation import context_for
 from .documents import Document, DocumentError, read_documents
+from .embedding import ADAPTER as EMBEDDER_ADAPTER
 from .embedding import BACKENDS, BASE_MODEL, DEFAULT_BACKEND, DEFAULT_MODEL, Embedder, ModelError
 from .index import IndexProblem, SentenceIndex, open_index
 from .ingest import from_any, from_text
 from .library import (SESSION_MAX_ARTICLES, SESSION_MAX_BYTES, ArticleInfo, Library, Part, Progress, Session,
                       Snapshot)
-from .search import BASE_MODEL_OFFSETS, SearchConfig, Searcher, rank
+from .reader import Reader, Reading, answering, neighbours_of
+from .search import BASE_MODEL_OFFSETS, Hit, SearchConfig, Searcher, rank
 
-__all__ = ["load", "Engine", "Session", "Document", "ArticleInfo", "Answer", "Citation", "SearchConfig",
+__all__ = ["load", "Engine", "Session", "Document", "ArticleInfo", "Answer", "Citation", "SearchConfig", "Reader",
            "BACKENDS", "DEFAULT_BACKEND", "DEFAULT_MODEL", "BASE_MODEL", "DocumentError", "IndexProblem", "ModelError", "SESSION_MAX_ARTICLES",
            "SESSION_MAX_BYTES",
            "OTHER_MODEL_THRESHOLD",
@@ -42,11 +45,21 @@ ROOT = Path(__file__).resolve().parent.parent
 """The project folder: ``seeds/`` and ``index/`` live here."""
 MAX_QUESTION_CHARS = 1000
 """Longer questions are cut to this many characters, and the answer says so."""
-DEFAULT_THRESHOLD = {DEFAULT_MODEL: 0.367, BASE_MODEL: 0.795}
-"""Best cosine below which the article is taken not to answer: the highest value that wrongly refuses at
-most 5% of the gold set's tune-split answerable questions, each article loaded alone. For the tuned
-model these were scored by models trained without that article's questions (it has seen the questions
-themselves, so their own cosines would set it too high)."""
+UNTUNED_THRESHOLD = 0.795
+"""Without the reader, the untuned model's best cosine below which the articles are taken not to answer:
+the highest value that wrongly refuses at most 5% of the gold set's tune-split answerable questions,
+each article loaded alone."""
+
+
+def default_threshold(model: str) -> float:
+    """The first stage's refusal threshold (used without the reader) for a bundled model: the tuned
+    default's was chosen the same way on the reader data's dev stories (never trained on) and is kept in
+    its adapter's manifest (``python -m qa tune``); any other model gets :data:`OTHER_MODEL_THRESHOLD`."""
+    if model == DEFAULT_MODEL:
+        return float(read_manifest(EMBEDDER_ADAPTER).get("threshold", OTHER_MODEL_THRESHOLD))
+    return UNTUNED_THRESHOLD if model == BASE_MODEL else OTHER_MODEL_THRESHOLD
+
+
 MODEL_CONFIG = {BASE_MODEL: SearchConfig(language_offsets=BASE_MODEL_OFFSETS)}
 """Search settings per bundled model where they differ from ``SearchConfig()``."""
 OTHER_MODEL_THRESHOLD = 0.5
@@ -77,19 +90,22 @@ class Engine:
     """Answers questions from the operator's articles; load it once with :func:`load`.
 
     ``documents`` and ``index`` are the base articles; articles added later (``add``) live in
-    ``library`` and, given ``folder``, persist there.
+    ``library`` and, given ``folder``, persist there. With a ``reader`` the first stage's candidates are
+    read and it decides the order, the answer and whether the articles answer at all; without one the
+    first stage's order stands and its best cosine against ``threshold`` decides.
     """
 
     def __init__(self, documents: list[Document], index: SentenceIndex, embedder: Embedder, *,
                  skipped: Sequence[DocumentError] = (), top_k: int = 3, threshold: float | None = None,
                  config: SearchConfig | None = None, folder: Path | None = None,
-                 library: Library | None = None) -> None:
+                 library: Library | None = None, reader: Reader | None = None) -> None:
         self.base_documents = documents
+        self.reader = reader
         self.skipped = tuple(skipped)
         self.index = index
         self.embedder = embedder
         self.top_k = top_k
-        self.threshold = threshold if threshold is not None else DEFAULT_THRESHOLD.get(embedder.name, OTHER_MODEL_THRESHOLD)
+        self.threshold = threshold if threshold is not None else default_threshold(embedder.name)
         self.config = config or MODEL_CONFIG.get(embedder.name, SearchConfig())
         # another Engine's library (with_config) already holds a searcher of the same base index
         self.library = library or Library(Part(Searcher(index), tuple(documents)), embedder, folder)
@@ -100,11 +116,14 @@ class Engine:
         """Every operator article: the base ones, then the added ones."""
         return self.library.snapshot.documents
 
-    def with_config(self, config: SearchConfig, *, threshold: float | None = None) -> Engine:
-        """The same articles, index and model, searched another way (for evaluation)."""
+    def with_config(self, config: SearchConfig | None = None, *, threshold: float | None = None,
+                    reader: Reader | None | bool = True) -> Engine:
+        """The same articles, index and models, searched another way (for evaluation); ``reader``: True
+        keeps this engine's, False drops it, or another one."""
         return Engine(self.base_documents, self.index, self.embedder, skipped=self.skipped, top_k=self.top_k,
-                      threshold=self.threshold if threshold is None else threshold, config=config,
-                      library=self.library)
+                      threshold=self.threshold if threshold is None else threshold, config=config or self.config,
+                      library=self.library,
+                      reader=self.reader if reader is True else (reader or None))
 
     def add(self, source: str | Path, *, title: str | None = None, progress: Progress | None = None) -> Document:
         """Add an article for everyone, kept in the index folder: a path, an http(s) URL, or text
@@ -160,11 +179,25 @@ class Engine:
         context_vectors = iter(vectors[len(pending):] if texts else [])
         answers = [p.answer for p in prepared]
         info = snapshot.citations_info()
+        top_k = self.top_k if top_k is None else top_k
+        wanted = max(top_k, self.reader.serving.candidates if self.reader else 0)
         for row, (i, p, context) in enumerate(pending):
             hits = self._search(snapshot, p.text, vectors[row], next(context_vectors) if context else None,
-                                self.top_k if top_k is None else top_k, articles)
-            answers[i] = compose(p.text, hits, threshold=self.threshold, notice=p.notice, articles=info)
+                                wanted, articles)
+            readings, chosen = self._read(snapshot, p.text, hits, top_k)
+            answers[i] = compose(p.text, readings, answering=chosen, notice=p.notice, articles=info)
         return answers
+
+    def _read(self, snapshot: Snapshot, question: str, hits: list[Hit], top_k: int) -> tuple[list[Reading], list[int]]:
+        """The candidates to cite, best first, and the positions of those that answer."""
+        if self.reader is None:
+            found = bool(hits) and max(h.dense for h in hits) >= self.threshold
+            return [Reading(h, None, (0, 0)) for h in hits[:top_k]], [0] if found else []
+        readings = self.reader.read(question, hits, lambda s: neighbours_of(snapshot.document(s.document), s.number - 1))
+        readings += [Reading(h, None, (0, 0)) for h in hits[len(readings):]]
+        chosen = answering(readings, self.reader.serving.threshold)
+        kept = sorted(set(range(min(top_k, len(readings)))) | set(chosen))  # an answer is always cited
+        return [readings[k] for k in kept], [kept.index(c) for c in chosen]
 
     def _search(self, snapshot: Snapshot, question: str, vector: np.ndarray, context: np.ndarray | None,
                 top_k: int, articles: Sequence[str] | None):
@@ -216,13 +249,15 @@ def default_index_dir(sources: Sequence[str | Path] | None) -> Path:
 
 def load(sources: Sequence[str | Path] | None = None, *, index_dir: str | Path | None = None,
          model: str | None = None, top_k: int = 3, threshold: float | None = None,
-         config: SearchConfig | None = None, progress: bool = True, backend: str = DEFAULT_BACKEND) -> Engine:
-    """Read the articles, prepare the model, and open (or build) the index.
+         config: SearchConfig | None = None, progress: bool = True, backend: str = DEFAULT_BACKEND,
+         reader: bool = True) -> Engine:
+    """Read the articles, prepare the models, and open (or build) the index.
 
     By default the articles are the ``.txt`` files in ``seeds/`` and the index lives in
     ``index/`` (other articles get a folder of their own inside it, see
     :func:`default_index_dir`). Unreadable articles are reported on stderr and skipped.
-    ``backend`` runs the model with "onnx" (ONNX Runtime) or "torch" (PyTorch); same vectors.
+    ``backend`` runs the embedding model with "onnx" (ONNX Runtime) or "torch" (PyTorch); same vectors.
+    ``reader=False`` answers from the first stage alone (see :class:`Engine`).
     """
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     documents, skipped = read_documents(list(sources) if sources else [ROOT / "seeds"])
@@ -234,4 +269,4 @@ def load(sources: Sequence[str | Path] | None = None, *, index_dir: str | Path |
     folder = Path(index_dir) if index_dir else default_index_dir(sources)
     index = open_index(documents, embedder, folder, progress=progress)
     return Engine(documents, index, embedder, skipped=skipped, top_k=top_k, threshold=threshold, config=config,
-                  folder=folder)
+                  folder=folder, reader=Reader.load(progress=progress) if reader else None)

@@ -1,4 +1,5 @@
-"""Command line: ``python -m qa ask QUESTION``, ``add``, ``list``, ``remove``, ``build``, ``eval``, ``tune`` and ``bench``."""
+"""Command line: ``python -m qa ask QUESTION``, ``add``, ``list``, ``remove``, ``build``, ``eval``, ``tune``,
+``train-reader`` and ``bench``."""
 
 from __future__ import annotations
 
@@ -15,15 +16,19 @@ def _print_answer(answer: qa.Answer) -> None:
         print()
         for c in answer.citations:
             about = ", ".join(x for x in (c.title if c.title != c.document else "", c.source) if x)
-            print(f"[{c.number}] {c.document}, sentence {c.sentence} (score {c.score:.3f})" + (f" — {about}" if about else ""))
+            read = f", reader {c.reader_score:+.2f}" if c.reader_score is not None else ""
+            print(f"[{c.number}] {c.document}, sentence {c.sentence} (score {c.score:.3f}{read})"
+                  + (f" — {about}" if about else ""))
 
 
-def _engine(args: argparse.Namespace, **kwargs) -> qa.Engine:
-    return qa.load(args.sources or None, index_dir=args.index, model=args.model, backend=args.backend, **kwargs)
+def _engine(args: argparse.Namespace, *, reader: bool = False, **kwargs) -> qa.Engine:
+    """The engine over the command's articles; the reader is loaded only for commands that answer."""
+    return qa.load(args.sources or None, index_dir=args.index, model=args.model, backend=args.backend,
+                   reader=reader, **kwargs)
 
 
 def _ask(args: argparse.Namespace) -> int:
-    engine = _engine(args, top_k=args.top_k)
+    engine = _engine(args, reader=True, top_k=args.top_k)
     answer = engine.ask(" ".join(args.question), articles=args.article)
     if args.json:
         print(json.dumps(answer.to_dict(), ensure_ascii=False, indent=1))
@@ -74,10 +79,20 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _tune(args: argparse.Namespace) -> int:
-    from .embedding import prepare_default_model
-    from .tuning import prepare_tuned_model
+    from .adapters import MANIFEST
+    from .tuning import tune
 
-    print(prepare_tuned_model(prepare_default_model(), force=args.force))
+    adapter = tune()
+    print(f"wrote {adapter}; its figures are in {adapter / MANIFEST}")
+    return 0
+
+
+def _train_reader(args: argparse.Namespace) -> int:
+    from .adapters import MANIFEST
+    from .reader_training import train_reader
+
+    adapter = train_reader()
+    print(f"wrote {adapter}; the settings chosen on the dev stories are in {adapter / MANIFEST}")
     return 0
 
 
@@ -130,10 +145,12 @@ def parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--untuned", action="store_true", help=f"also measure {qa.BASE_MODEL}, the bundled "
                           "model before fine-tuning")
     evaluate.set_defaults(run=_eval)
-    tune = commands.add_parser("tune", help="prepare the default model: fine-tune the bundled one on "
-                               "qa/data/tuning.jsonl (a few minutes, done once); prints its folder")
-    tune.add_argument("--force", action="store_true", help="train again even if the folder exists")
+    tune = commands.add_parser("tune", help="retrain the default model's shipped adapter (qa/weights/embedder) "
+                               "on qa/data/tuning.jsonl and score it on the gold set (a few minutes)")
     tune.set_defaults(run=_tune)
+    reader = commands.add_parser("train-reader", help="retrain the reader's shipped adapter (qa/weights/reader) "
+                                 "on qa/data/news and choose its settings on the dev stories (tens of minutes)")
+    reader.set_defaults(run=_train_reader)
     bench = commands.add_parser("bench", parents=[common], help="measure speed and memory")
     bench.add_argument("--quick", action="store_true", help="skip the large synthetic index sizes")
     bench.set_defaults(run=_bench)

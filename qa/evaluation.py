@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import tempfile
+from collections import Counter
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -57,6 +59,7 @@ class GoldQuestion:
     answers: frozenset[int]  # positions in the index's passages; empty when unanswerable
     split: str
     article: str | None = None  # the file that answers (or that the question is about)
+    span: str | None = None  # the minimal answer, where the gold set gives one
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,8 @@ class Result:
     rank: int | None  # rank of the first right citation; None when absent or unanswerable
     refused: bool
     first_article: str | None  # the document of the first citation
+    answer: str = ""  # the answer words the reply opens with ("" when refused or not read)
+    right_answer_sentence: bool = False  # the reply's first answer comes from a right sentence
 
 
 @dataclass(frozen=True)
@@ -80,10 +85,28 @@ class Scores:
     right_article: float  # answerable questions whose first citation is from their article
     refused_unanswerable: float  # share of unanswerable questions refused (higher is better)
     refused_answerable: float  # share of answerable questions wrongly refused (lower is better)
+    span_exact: float  # answerable questions with a gold span: the reply's answer is exactly it
+    span_f1: float  # ... token F1 of the reply's answer against it (0 when refused or not read)
+    span_f1_read: float  # ... the same, only where the answer came from the right sentence (the reader's part)
     intervals: dict[str, tuple[float, float]]
 
 
-FIGURES = ("recall_at_1", "recall_at_3", "mrr", "right_article", "refused_unanswerable", "refused_answerable")
+FIGURES = ("recall_at_1", "recall_at_3", "mrr", "right_article", "refused_unanswerable", "refused_answerable",
+           "span_exact", "span_f1", "span_f1_read")
+
+
+def _tokens(text: str) -> list[str]:
+    return re.findall(r"\w+", text.lower())
+
+
+def token_f1(predicted: str, gold: str) -> float:
+    """SQuAD's token F1 (lower case, punctuation dropped), for any language."""
+    p, g = _tokens(predicted), _tokens(gold)
+    common = sum((Counter(p) & Counter(g)).values())
+    if not common:
+        return 0.0
+    precision, recall = common / len(p), common / len(g)
+    return 2 * precision * recall / (precision + recall)
 
 
 def load_gold(path: Path, engine: qa.Engine) -> list[GoldQuestion]:
@@ -116,8 +139,10 @@ def score(engine: qa.Engine, gold: list[GoldQuestion]) -> list[Result]:
     results = []
     for g, a in zip(gold, answers):
         ranks = [r for r, c in enumerate(a.citations, start=1) if positions[(c.document, c.sentence)] in g.answers]
+        first = a.citations[a.answering[0] - 1] if a.answering else None
         results.append(Result(g, ranks[0] if ranks else None, not a.found,
-                              a.citations[0].document if a.citations else None))
+                              a.citations[0].document if a.citations else None, first.answer if first else "",
+                              first is not None and positions[(first.document, first.sentence)] in g.answers))
     return results
 
 
@@ -126,10 +151,14 @@ def _figures(results: list[Result]) -> np.ndarray:
     rows = []
     for r in results:
         if r.gold.answers:
+            spans = [np.nan] * 3
+            if r.gold.span is not None:
+                f1 = token_f1(r.answer, r.gold.span)
+                spans = [r.answer == r.gold.span, f1, f1 if r.right_answer_sentence else np.nan]
             rows.append([r.rank == 1, r.rank is not None and r.rank <= 3, 1 / r.rank if r.rank else 0.0,
-                         r.gold.article is None or r.first_article == r.gold.article, np.nan, r.refused])
+                         r.gold.article is None or r.first_article == r.gold.article, np.nan, r.refused, *spans])
         else:
-            rows.append([np.nan] * 4 + [r.refused, np.nan])
+            rows.append([np.nan] * 4 + [r.refused] + [np.nan] * 4)
     return np.asarray(rows, dtype=float).reshape(len(results), len(FIGURES))
 
 
@@ -139,7 +168,7 @@ def summarise(results: list[Result], *, resamples: int = RESAMPLES, seed: int = 
 
     def means(t: np.ndarray) -> np.ndarray:
         counts = (~np.isnan(t)).sum(axis=-2)
-        return np.where(counts > 0, np.nansum(t, axis=-2) / np.maximum(counts, 1), 0.0)
+        return np.where(counts > 0, np.nansum(t, axis=-2) / np.maximum(counts, 1), np.nan)  # NaN: no such question
 
     point = means(table)
     rng = np.random.default_rng(seed)
@@ -176,7 +205,7 @@ def alone_and_together(engine: qa.Engine, gold_path: Path, folder: Path) -> dict
     table: dict[str, dict[str, Scores]] = {}
     for n, document in enumerate(engine.documents):
         single = qa.Engine([document], open_index([document], engine.embedder, folder / str(n)), engine.embedder,
-                           top_k=engine.top_k, threshold=engine.threshold, config=engine.config)
+                           top_k=engine.top_k, threshold=engine.threshold, config=engine.config, reader=engine.reader)
         alone = score(single, load_gold(gold_path, single))
         mine = [r for r in together if r.gold.article == document.name]
         for split in ("tune", "test"):
@@ -198,6 +227,8 @@ def alone_and_together(engine: qa.Engine, gold_path: Path, folder: Path) -> dict
 
 def _with_interval(s: Scores, figure: str, percent: bool = False) -> str:
     value, (low, high) = getattr(s, figure), s.intervals[figure]
+    if np.isnan(value):
+        return "—"
     if percent:
         return f"{value:.0%} [{low:.0%}, {high:.0%}]"
     return f"{value:.2f} [{low:.2f}, {high:.2f}]"
@@ -205,15 +236,19 @@ def _with_interval(s: Scores, figure: str, percent: bool = False) -> str:
 
 def format_table(report: dict[str, dict[str, Scores]]) -> str:
     """A Markdown table, one row per configuration and group, each figure with its 95% interval."""
+    spans = any(not np.isnan(s.span_f1) for groups in report.values() for s in groups.values())
+    extra = " span exact | span F1 | span F1, right sentence |" if spans else ""
     lines = ["| configuration | group | n | R@1 | R@3 | MRR | right article | unanswerable refused "
-             "| answerable refused |", "|---|---|---|---|---|---|---|---|---|"]
+             "| answerable refused |" + extra, "|---|---|---|---|---|---|---|---|---|" + "---|" * (3 * spans)]
     for name, groups in report.items():
         for group_name, s in groups.items():
             lines.append(f"| {name} | {group_name} | {s.questions} | {_with_interval(s, 'recall_at_1')} | "
                          f"{_with_interval(s, 'recall_at_3')} | {_with_interval(s, 'mrr')} | "
                          f"{_with_interval(s, 'right_article', True)} | "
                          f"{_with_interval(s, 'refused_unanswerable', True)} | "
-                         f"{_with_interval(s, 'refused_answerable', True)} |")
+                         f"{_with_interval(s, 'refused_answerable', True)} |"
+                         + (f" {_with_interval(s, 'span_exact', True)} | {_with_interval(s, 'span_f1')} | "
+                            f"{_with_interval(s, 'span_f1_read')} |" if spans else ""))
     return "\n".join(lines)
 
 
@@ -232,7 +267,41 @@ def format_articles(table: dict[str, dict[str, Scores]]) -> str:
 
 
 def _as_json(scores: Scores) -> dict:
-    return {f.name: getattr(scores, f.name) for f in fields(scores)}
+    def plain(value):
+        return None if isinstance(value, float) and np.isnan(value) else value
+    return {f.name: plain(getattr(scores, f.name)) if f.name != "intervals" else
+            {k: [plain(v) for v in pair] for k, pair in scores.intervals.items()} for f in fields(scores)}
+
+
+def news_gold(engine: qa.Engine, items) -> list[GoldQuestion]:
+    """The reader's data as gold questions, for an engine that has their articles loaded."""
+    positions = {(p.document, p.number): i for i, p in enumerate(engine.index.passages)}
+    return [GoldQuestion(i.question, i.language, frozenset() if i.answer is None else
+                         frozenset({positions[(i.article, i.sentence + 1)]}), "test", i.article, i.answer)
+            for i in items]
+
+
+def news_groups(results: list[Result]) -> dict[str, Scores]:
+    """Scores of English questions, Dutch questions, questions asked across languages, and all."""
+    groups = {"en questions": [r for r in results if r.gold.language == "en"],
+              "nl questions": [r for r in results if r.gold.language == "nl"],
+              "across languages": [r for r in results if r.gold.language != r.gold.article[:2]],
+              "all": results}
+    return {name: summarise(rs) for name, rs in groups.items() if rs}
+
+
+def news_report(engine: qa.Engine, folder: Path) -> dict[str, dict[str, Scores]]:
+    """The reader's held-out ("test") stories, all loaded together: the first stage alone and with the reader."""
+    from .reader_data import load
+
+    documents, items = load({"test"})
+    news = qa.Engine(documents, open_index(documents, engine.embedder, folder), engine.embedder, top_k=engine.top_k,
+                     threshold=engine.threshold, config=engine.config, reader=engine.reader)
+    gold = news_gold(news, items)
+    report = {"first stage alone": news_groups(score(news.with_config(reader=False), gold))}
+    if engine.reader:
+        report["with the reader (default)"] = news_groups(score(news, gold))
+    return report
 
 
 def main(args: argparse.Namespace) -> int:
@@ -241,25 +310,33 @@ def main(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory() as folder:
         engine = qa.load(sources, index_dir=args.index, model=args.model, progress=False, backend=args.backend)
         gold = load_gold(gold_path, engine)
-        report = evaluate(engine, gold, CONFIGURATIONS if args.model in (None, qa.DEFAULT_MODEL) else
+        first = engine.with_config(reader=False)
+        report = evaluate(first, gold, CONFIGURATIONS if args.model in (None, qa.DEFAULT_MODEL) else
                           {"default": engine.config})
+        report = {f"first stage, {name}": groups for name, groups in report.items()}
+        report["with the reader (default)"] = group(score(engine, gold))
         articles = {"": alone_and_together(engine, gold_path, Path(folder) / "alone")}
         if args.untuned:
             untuned = qa.load(sources, index_dir=Path(folder) / "untuned", model=BASE_MODEL, progress=False,
-                              backend=args.backend)
+                              backend=args.backend, reader=False)
             report |= {f"untuned: {name}": groups
                        for name, groups in evaluate(untuned, gold, UNTUNED_CONFIGURATIONS).items()}
             articles["untuned: "] = alone_and_together(untuned, gold_path, Path(folder) / "untuned-alone")
+        news = news_report(engine, Path(folder) / "news") if not args.file else {}
     articles = {f"{prefix}{key}": row for prefix, table in articles.items() for key, row in table.items()}
     if args.json:
         print(json.dumps({"configurations": {name: {g: _as_json(s) for g, s in groups.items()}
                                              for name, groups in report.items()},
-                          "articles": {k: {s: _as_json(v) for s, v in row.items()} for k, row in articles.items()}},
+                          "articles": {k: {s: _as_json(v) for s, v in row.items()} for k, row in articles.items()},
+                          "news": {name: {g: _as_json(s) for g, s in groups.items()} for name, groups in news.items()}},
                          indent=1))
     else:
-        print(f"{len(gold)} questions over {len(engine.documents)} articles, threshold {engine.threshold:.3f}, "
-              f"model {engine.embedder.name}; [95% bootstrap interval, {RESAMPLES} resamples]\n")
+        print(f"{len(gold)} questions over {len(engine.documents)} articles, model {engine.embedder.name}, "
+              f"first-stage threshold {engine.threshold:.3f}; [95% bootstrap interval, {RESAMPLES} resamples]\n")
         print(format_table(report))
         print("\nEach article alone vs all articles loaded together (default configuration of each model):\n")
         print(format_articles(articles))
+        if news:
+            print("\nThe reader's held-out stories (qa/data/news, split test), all loaded together:\n")
+            print(format_table(news))
     return 0

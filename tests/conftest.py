@@ -1,4 +1,4 @@
-"""Shared fixtures: the real model, loaded once per test session, the seed article, the app and Chromium."""
+"""Shared fixtures: the real models (embedder and reader), loaded once per test session, the seed article, the app and Chromium."""
 
 from __future__ import annotations
 
@@ -35,11 +35,16 @@ def seed_document():
 
 
 @pytest.fixture(scope="session")
-def engine(embedder, seed_document, tmp_path_factory) -> qa.Engine:
+def reader() -> qa.Reader:
+    return qa.Reader.load()
+
+
+@pytest.fixture(scope="session")
+def engine(embedder, reader, seed_document, tmp_path_factory) -> qa.Engine:
     """The product as a user gets it, over the seed article, with its own index folder."""
     folder = tmp_path_factory.mktemp("index")
     index = open_index([seed_document], embedder, folder)
-    return qa.Engine([seed_document], index, embedder)
+    return qa.Engine([seed_document], index, embedder, reader=reader)
 
 
 @pytest.fixture()

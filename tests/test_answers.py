@@ -9,9 +9,9 @@ import sys
 import pytest
 
 import qa
-from qa.answer import compose, markdown_unescape
+from qa.answer import compose, mark, markdown_unescape
 from qa.documents import parse_document
-from qa.highlight import answer_kind, highlights, mark
+from qa.reader import Reading
 from qa.search import Hit
 
 # (question, sentence number that must be cited first)
@@ -67,8 +67,16 @@ def test_citation_fields(engine, seed_document):
 
 
 def test_dutch_question_gets_a_dutch_reply(engine):
-    assert engine.ask("Waar staat de fabriek?").text.startswith("Volgens het artikel")
-    assert engine.ask("Where is the factory?").text.startswith("According to the article")
+    assert engine.ask("Wat is het recept voor appeltaart?").text.startswith("Het artikel lijkt")
+    assert engine.ask("What is the capital of France?").text.startswith("The article does not seem")
+
+
+def test_without_the_reader_the_first_stage_quotes_its_best_sentence(engine):
+    first_stage = engine.with_config(reader=False)
+    answer = first_stage.ask("Where is the factory?")
+    assert answer.text.startswith("According to the article: “Het Witte Huis heeft beelden")
+    assert answer.citations[0].reader_score is None and answer.citations[0].answer == ""
+    assert first_stage.ask("Waar staat de fabriek?").text.startswith("Volgens het artikel")
 
 
 def test_follow_up_question_uses_the_conversation(engine):
@@ -116,33 +124,10 @@ def test_command_line_build_reports_bad_files(tmp_path):
     assert "bad.txt" in result.stderr and "23 sentences" in result.stdout
 
 
-HIGHLIGHTED = [  # (question, sentence number, the words that must be marked in it)
-    ("Where is the factory?", 6, ["Alabuga Special Economic Zone", "Tatarstan"]),
-    ("When could the plant be running at full capacity?", 7, ["volgend jaar"]),
-    ("Which port do the drones pass through?", 9, ["Makhachkala"]),
-    ("Who is the White House spokesman?", 3, ["John Kirby"]),
-    ("What fighter jet does Iran want to buy?", 13, ["SU-35"]),
-]
-
-
-@pytest.mark.parametrize("question, sentence, words", HIGHLIGHTED)
-def test_answering_words_are_marked(seed_document, question, sentence, words):
-    text = seed_document.sentences[sentence - 1].text
-    marked = [text[start:end] for start, end in highlights(question, text)]
-    assert all(w in marked for w in words), marked
-    assert not {"Russische", "Amerikaanse", "Iraanse"} & set(marked)  # adjectives, not answers
-
-
-def test_words_the_question_already_has_are_not_the_answer():
-    assert highlights("Where is Tatarstan?", "De fabriek staat in Tatarstan.") == ()
-    assert highlights("How many drones?", "Het gaat om 6.000 drones.") == ((12, 17),)
-    assert answer_kind("Hoeveel kost een drone?") == "number" and answer_kind("Wanneer?") == "date"
-
-
-def test_the_reply_marks_the_answer_inside_the_quote(engine):
+def test_the_reply_opens_with_the_answer_and_marks_it_inside_the_quote(engine):
     answer = engine.ask("Where is the factory?")
     first = answer.citations[0]
-    assert first.highlights and "**Alabuga Special Economic Zone**" in answer.text
+    assert answer.text.count(f"**{first.answer}**") == 2  # the answer, then inside the quote
     assert mark(first.text, first.highlights).replace("**", "") == first.text
     refused = engine.ask("What is the capital of France?")
     assert "**" not in refused.text  # passages that do not answer are listed plain
@@ -150,11 +135,13 @@ def test_the_reply_marks_the_answer_inside_the_quote(engine):
 
 def test_markdown_reply_escapes_the_article_and_bolds_only_the_answer():
     """What the web page shows: nothing in an article formats or runs, the answering words are bold."""
-    sentence = parse_document("Volgens [bronnen](javascript:x) staat de <b>fabriek</b> in Kazan, zei `Kirby`_.".encode(),
+    sentence = parse_document("Volgens [bronnen](javascript:x) staat de <b>fabriek</b> in *Kazan*, zei `Kirby`_.".encode(),
                               name="x.txt").sentences[0]
-    answer = compose("Waar staat de fabriek?", [Hit(sentence, 0.9, 0.9, 0.0)], threshold=0.5)
+    start = sentence.text.index("*Kazan*")
+    answer = compose("Waar staat de fabriek?", [Reading(Hit(sentence, 0.9, 0.9, 0.0), 2.0, (start, start + 7))],
+                     answering=[0])
     markdown = answer.markdown()
-    assert "**Kazan**" in markdown
+    assert markdown.startswith("**\\*Kazan\\*** — ") and "in **\\*Kazan\\***, zei" in markdown
     assert "\\[bronnen\\](javascript:x)" in markdown and "\\<b\\>fabriek\\</b\\>" in markdown
-    assert "\\`**Kirby**\\`\\_" in markdown  # a name: highlighted inside its escaped backquotes
+    assert "\\`Kirby\\`\\_" in markdown
     assert markdown_unescape(markdown) == answer.text  # the same reply, escapes removed

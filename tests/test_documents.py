@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from qa.documents import DocumentError, guess_language, parse_document, read_documents, split_sentences
+from qa.documents import DocumentError, guess_language, parse_document, read_document, read_documents, split_sentences
 
 
 def test_seed_article_gives_23_sentences(seed_document):
@@ -12,6 +12,20 @@ def test_seed_article_gives_23_sentences(seed_document):
     assert len(seed_document.sentences) == 23
     assert seed_document.sentences[5].text.startswith("Het Witte Huis heeft beelden vrijgegeven")
     assert seed_document.sentences[-1].text == "Lees hier het volledige artikel."
+
+
+def test_a_base_article_is_titled_by_its_sidecar_else_its_headline_else_its_name(seed_document, tmp_path):
+    assert seed_document.title.startswith("Witte Huis: Iran helpt Rusland")  # seeds/000_….title
+    story = tmp_path / "story.txt"
+    story.write_text("Bridge reopens after repairs\nThe bridge reopened on Monday. Traffic is flowing.\n", encoding="utf-8")
+    assert read_document(story).title == "Bridge reopens after repairs"
+    assert [s.text for s in read_document(story).sentences][0] == "The bridge reopened on Monday."
+    story.with_suffix(".title").write_text("  De brug is weer open \n", encoding="utf-8")
+    titled = read_document(story)
+    assert titled.title == "De brug is weer open" and len(titled.sentences) == 2  # the headline still not indexed
+    story.write_text("The bridge reopened on Monday. Traffic is flowing.", encoding="utf-8")
+    story.with_suffix(".title").unlink()
+    assert read_document(story).title == "story.txt"
 
 
 def test_every_sentence_traces_back_to_its_exact_source_text(seed_document):

@@ -1,0 +1,249 @@
+"""Second stage: a trained cross-encoder reads the question with each candidate sentence, scores
+whether it answers, and finds the answer's words in it.
+
+Why: one vector per sentence cannot tell the sentence that names the answer from its neighbour that
+shares more of the question's words, nor see that a sentence is about the right thing but lacks the
+asked detail. The reader sees question and sentence together: the first layers of the same
+multilingual-e5-small, with a LoRA adapter trained by :mod:`qa.reader_training` on the team's own
+articles (shipped in ``qa/weights/reader``, merged in on first use), converted to ONNX by the same
+code as the embedder. Its small heads (a score, a start and an end per token, and the score of "no
+candidate answers") are matrices applied in numpy.
+
+Input for one candidate: ``<s> query: QUESTION </s> PREVIOUS « CANDIDATE » NEXT </s>``, the
+neighbouring sentences of its paragraph cut to a few tokens each.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .adapters import WEIGHTS, adapter_digest, merge_adapter, read_manifest
+from .documents import Sentence
+from .model_format import ModelError, onnx_model_file, prepare_default_model, write_folder
+from .search import Hit
+
+ADAPTER = WEIGHTS / "reader"
+HEADS = "heads.safetensors"
+OPEN, CLOSE = "«", "»"
+"""Marks around the candidate sentence, between its neighbours (single pieces of e5's vocabulary)."""
+_MARKER = "READER_FROM"
+
+
+@dataclass(frozen=True)
+class ReaderSettings:
+    """The reader's shape; training records them in the manifest and serving reads them back."""
+
+    layers: int = 6
+    """Layers of e5-small kept (of 12): about half the time per question."""
+    context_tokens: int = 16
+    """Tokens of each neighbouring sentence shown around the candidate."""
+    question_tokens: int = 40
+    sentence_tokens: int = 80
+    answer_tokens: int = 24
+    """Longest answer span, in tokens."""
+
+
+@dataclass(frozen=True)
+class Reading:
+    """What the reader made of one candidate."""
+
+    hit: Hit
+    score: float | None
+    """Log-odds that this sentence answers, against "none of them does" (plus :attr:`Serving.fusion` times
+    the cosine); None for a hit the reader did not read."""
+    answer: tuple[int, int]
+    """Character span of the answer in ``hit.passage.text``."""
+
+
+@dataclass(frozen=True)
+class Features:
+    """One question-candidate pair as token ids, with where the candidate's tokens lie and their characters."""
+
+    ids: list[int]
+    first: int  # index of the candidate's first token in ids
+    offsets: list[tuple[int, int]]  # character span of each candidate token in the sentence
+
+
+def encode_pair(tokenizer, question: str, sentence: str, before: str, after: str,
+                settings: ReaderSettings) -> Features:
+    """Token ids for one pair (training uses the same function, so both see the same input)."""
+    def ids(text: str, **kw) -> dict:
+        return tokenizer(text, add_special_tokens=False, **kw)
+
+    q = ids("query: " + question)["input_ids"][:settings.question_tokens]
+    c = ids(sentence, return_offsets_mapping=True)
+    c_ids, offsets = c["input_ids"][:settings.sentence_tokens], c["offset_mapping"][:settings.sentence_tokens]
+    b = ids(before)["input_ids"][-settings.context_tokens:] if before else []
+    a = ids(after)["input_ids"][:settings.context_tokens] if after else []
+    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
+    head = [bos, *q, eos, *b, tokenizer.convert_tokens_to_ids("▁" + OPEN)]
+    tail = [tokenizer.convert_tokens_to_ids("▁" + CLOSE), *a, eos]
+    spans = [(s + (sentence[s:e][:1] == " "), e) for s, e in offsets]  # Metaspace pieces carry their space
+    return Features([*head, *c_ids, *tail], len(head), spans)
+
+
+def batch_arrays(features: Sequence[Features]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Padded ids, attention mask, and the mask of each row's candidate tokens."""
+    width = max(len(f.ids) for f in features)
+    ids = np.ones((len(features), width), dtype=np.int64)  # 1 is e5's padding id
+    mask = np.zeros_like(ids)
+    candidate = np.zeros(ids.shape, dtype=np.float32)
+    for row, f in enumerate(features):
+        ids[row, :len(f.ids)] = f.ids
+        mask[row, :len(f.ids)] = 1
+        candidate[row, f.first:f.first + len(f.offsets)] = 1
+    return ids, mask, candidate
+
+
+def best_span(start: np.ndarray, end: np.ndarray, longest: int) -> tuple[int, int]:
+    """Token indices (first, last) maximising start + end logits with first <= last < first + longest."""
+    n = len(start)
+    pair = start[:, None] + end[None, :]
+    i, j = np.indices((n, n))
+    pair = np.where((j >= i) & (j < i + longest), pair, -np.inf)
+    first, last = np.unravel_index(int(np.argmax(pair)), pair.shape)
+    return int(first), int(last)
+
+
+@dataclass(frozen=True)
+class Serving:
+    """How the reader is used; chosen on the "dev" stories and recorded in the manifest."""
+
+    candidates: int = 5
+    """First-stage candidates read per question."""
+    threshold: float = 0.0
+    """Best score below which the articles are taken not to answer."""
+    fusion: float = 0.0
+    """Weight of the first stage's cosine added to the reader's score."""
+
+
+class Reader:
+    """The trained reader, run by ONNX Runtime; load once with :meth:`load`."""
+
+    def __init__(self, session, tokenizer, heads: dict[str, np.ndarray], settings: ReaderSettings,
+                 serving: Serving, version: str = "") -> None:
+        self.session = session
+        self.tokenizer = tokenizer
+        self.heads = heads
+        self.settings = settings
+        self.serving = serving
+        self.version = version
+
+    def with_serving(self, serving: Serving) -> Reader:
+        """The same model used another way (for choosing the settings, and for evaluation)."""
+        return Reader(self.session, self.tokenizer, self.heads, self.settings, serving, self.version)
+
+    @classmethod
+    def load(cls, *, adapter: Path = ADAPTER, progress: bool = True) -> Reader:
+        """Merge the shipped adapter into the first layers of the prepared e5-small (once, seconds), convert
+        it to ONNX (once), and open it."""
+        import onnxruntime
+        from safetensors.numpy import load_file
+        from transformers import AutoTokenizer
+
+        from .embedding import _session_options
+
+        manifest = read_manifest(adapter)
+        settings = ReaderSettings(**manifest["settings"]["reader"])
+        folder = prepare_reader_model(prepare_default_model(progress=progress), adapter, settings, progress=progress)
+        try:
+            session = onnxruntime.InferenceSession(str(onnx_model_file(folder, progress=progress)), _session_options(),
+                                                   providers=["CPUExecutionProvider"])
+            heads = load_file(str(adapter / HEADS))
+        except Exception as exc:  # onnxruntime and safetensors raise their own kinds
+            raise ModelError(f"the reader cannot be opened ({exc}); restore qa/weights/reader with git checkout") from exc
+        return cls(session, AutoTokenizer.from_pretrained(str(folder)), heads, settings,
+                   Serving(**manifest.get("serving", {})), folder.name)
+
+    def read(self, question: str, hits: Sequence[Hit],
+             neighbours: Callable[[Sentence], tuple[str, str]]) -> list[Reading]:
+        """The first :attr:`Serving.candidates` hits read with the question in one batch, best first."""
+        hits = hits[:self.serving.candidates]
+        if not hits:
+            return []
+        features = [encode_pair(self.tokenizer, question, h.passage.text, *neighbours(h.passage), self.settings)
+                    for h in hits]
+        ids, mask, candidate = batch_arrays(features)
+        feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+        states = self.session.run(None, {i.name: feed[i.name] for i in self.session.get_inputs()})[0]
+        scores, starts, ends = apply_heads(self.heads, states, candidate)
+        scores = scores + self.serving.fusion * np.array([h.dense for h in hits])
+        readings = []
+        for row, (hit, f) in enumerate(zip(hits, features)):
+            n = len(f.offsets)
+            if n == 0:
+                readings.append(Reading(hit, float(scores[row]), (0, 0)))
+                continue
+            first, last = best_span(starts[row, f.first:f.first + n], ends[row, f.first:f.first + n],
+                                    self.settings.answer_tokens)
+            readings.append(Reading(hit, float(scores[row]), (f.offsets[first][0], f.offsets[last][1])))
+        return sorted(readings, key=lambda r: -r.score)
+
+
+def answering(readings: Sequence[Reading], threshold: float, *, most: int = 3) -> list[int]:
+    """Positions of the readings that answer: the best of each article scoring at least ``threshold``,
+    best first, at most ``most`` (several articles answering is how a reader sees whether sources agree)."""
+    chosen: dict[str, int] = {}
+    for i, r in enumerate(readings):
+        if r.score is not None and r.score >= threshold and r.hit.passage.document not in chosen:
+            chosen[r.hit.passage.document] = i
+    return sorted(chosen.values(), key=lambda i: -readings[i].score)[:most]
+
+
+def neighbours_of(document, index: int) -> tuple[str, str]:
+    """The sentences before and after sentence ``index`` (0-based) within its paragraph ("" where none)."""
+    sentences = document.sentences
+    me = sentences[index]
+    before = sentences[index - 1].text if index > 0 and sentences[index - 1].paragraph == me.paragraph else ""
+    after = (sentences[index + 1].text if index + 1 < len(sentences) and sentences[index + 1].paragraph == me.paragraph
+             else "")
+    return before, after
+
+
+def apply_heads(heads: dict[str, np.ndarray], states: np.ndarray, candidate: np.ndarray):
+    """Scores (against "none answers"), start and end logits from the encoder's token states."""
+    pooled = (states * candidate[..., None]).sum(1) / np.maximum(candidate.sum(1, keepdims=True), 1)
+    scores = pooled @ heads["score.weight"][0] + heads["score.bias"][0] - heads["null"][0]
+    spans = states @ heads["span.weight"].T + heads["span.bias"]
+    return scores, spans[..., 0], spans[..., 1]
+
+
+def prepare_reader_model(base_folder: Path, adapter: Path, settings: ReaderSettings, *, progress: bool = True,
+                         force: bool = False) -> Path:
+    """The reader's encoder as a Hugging Face folder: the first ``settings.layers`` layers of the prepared
+    e5-small with the adapter merged in, written once beside the base folder."""
+    target = base_folder.parent / f"{base_folder.name}-reader-{adapter_digest(adapter)}"
+    if (target / _MARKER).is_file() and not force:
+        return target
+
+    def write(folder: Path) -> None:
+        import torch
+        from transformers import AutoTokenizer
+
+        model = truncated_encoder(base_folder, settings.layers, torch.float32)
+        merge_adapter(model, adapter).half().save_pretrained(str(folder))
+        AutoTokenizer.from_pretrained(str(base_folder)).save_pretrained(str(folder))
+        (folder / _MARKER).write_text(json.dumps({"base": str(base_folder), "adapter": str(adapter),
+                                                  "settings": asdict(settings)}, indent=1), encoding="utf-8")
+
+    write_folder(target, write)
+    return target
+
+
+def truncated_encoder(base_folder: Path, layers: int, dtype):
+    """The prepared e5-small's BERT model with only its first ``layers`` layers (the reader's starting point)."""
+    from transformers import AutoModel
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the layers left out are reported as unused weights: expected
+    try:
+        return AutoModel.from_pretrained(str(base_folder), num_hidden_layers=layers, dtype=dtype)
+    finally:
+        hf_logging.set_verbosity(verbosity)

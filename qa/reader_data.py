@@ -1,0 +1,153 @@
+"""The reader's data: news articles the team wrote and the questions asked about them, checked and
+split by story (``python qa/data/news/check.py`` prints the check).
+
+The data: ``articles/<lang>_<story>.txt`` (headline on the first line, one paragraph a line) and
+``questions/<lang>_<story>.jsonl`` beside it, one question a line::
+
+    {"question": "How far from Moscow is the plant?", "language": "en", "kind": "how far",
+     "sentence": "ongeveer 800 kilometer ten oosten van Moskou", "answer": "800 kilometer"}
+
+``sentence`` is a piece of text that occurs in exactly one sentence of the article (as the project's
+own splitter cuts it): the answering sentence, or for an unanswerable question (``"answer": null``)
+the sentence that comes closest. ``answer`` is the minimal span, occurring exactly once in that
+sentence. Articles sharing ``<story>`` tell the same story in two languages; ``split.json`` names
+the held-out ("test") and the "dev" stories (training side, for choosing settings), so a story's
+articles are never split between training and evaluation; every other story is "train".
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from .documents import Document, language_votes, read_document
+
+DATA = Path(__file__).resolve().parent / "data" / "news"
+ARTICLES, QUESTIONS, SPLIT = DATA / "articles", DATA / "questions", DATA / "split.json"
+FIELDS = {"question", "language", "kind", "sentence", "answer"}
+KINDS = {"who", "what", "when", "where", "how many", "how much", "how far", "how long", "how", "why", "which",
+         "yes-no"}
+LANGUAGE = {"en": "english", "nl": "dutch"}
+MAX_ANSWER_WORDS = 15
+
+
+@dataclass(frozen=True)
+class Item:
+    """One checked question: which sentence (0-based, of the article as split) answers or comes closest."""
+
+    article: str
+    story: str
+    question: str
+    language: str
+    kind: str
+    sentence: int
+    answer: str | None
+
+
+def story_of(article: str) -> str:
+    return article.split("_", 1)[1].rsplit(".", 1)[0]
+
+
+SPLITS = ("train", "dev", "test")
+
+
+def split_of(story: str) -> str:
+    named = json.loads(SPLIT.read_text(encoding="utf-8")) if SPLIT.is_file() else {}
+    return next((s for s in ("test", "dev") if story in named.get(s, ())), "train")
+
+
+def load(splits: set[str]) -> tuple[list[Document], list[Item]]:
+    """The articles of the given splits and their checked questions (ValueError if any check fails)."""
+    paths = [p for p in sorted(ARTICLES.glob("*.txt")) if split_of(story_of(p.name)) in splits]
+    items, problems = check_all(paths)
+    if problems:
+        raise ValueError("the reader's data does not pass its check:\n" + "\n".join(problems[:20]))
+    return [read_document(p) for p in paths], items
+
+
+def check_article(path: Path) -> tuple[list[Item], list[str]]:
+    """The questions of one article, and everything wrong with it (one message each, naming the line)."""
+    problems: list[str] = []
+    name = path.name
+    if name[:3] not in ("en_", "nl_"):
+        return [], [f"{name}: the name must start with en_ or nl_"]
+    document = read_document(path)
+    sentences = [s.text for s in document.sentences]
+    if document.language != LANGUAGE[name[:2]]:
+        problems.append(f"{name}: reads as {document.language}, its name says {LANGUAGE[name[:2]]}")
+    if not 12 <= len(sentences) <= 40:
+        problems.append(f"{name}: {len(sentences)} sentences, expected 12-40")
+    if document.title == name:
+        problems.append(f"{name}: no headline on the first line (short, without a final period)")
+    qfile = QUESTIONS / (path.stem + ".jsonl")
+    if not qfile.is_file():
+        return [], problems + [f"{name}: no questions file {qfile.name}"]
+    items, seen = [], set()
+    for line, raw in enumerate(qfile.read_text(encoding="utf-8").splitlines(), start=1):
+        if not raw.strip():
+            continue
+        where = f"{qfile.name}:{line}"
+        try:
+            row = json.loads(raw)
+        except ValueError as exc:
+            problems.append(f"{where}: not JSON ({exc})")
+            continue
+        if set(row) != FIELDS:
+            problems.append(f"{where}: fields {sorted(row)}, expected {sorted(FIELDS)}")
+            continue
+        if row["language"] not in LANGUAGE or row["kind"] not in KINDS:
+            problems.append(f"{where}: language {row['language']!r} / kind {row['kind']!r}")
+            continue
+        if row["question"] in seen:
+            problems.append(f"{where}: asked twice: {row['question']!r}")
+        seen.add(row["question"])
+        votes = language_votes(row["question"])
+        other = next(lang for lang in LANGUAGE.values() if lang != LANGUAGE[row["language"]])
+        if votes[other] >= votes[LANGUAGE[row["language"]]] + 2:  # short questions hold few common words
+            problems.append(f"{where}: {row['question']!r} reads as {other}, not {row['language']}")
+        holding = [i for i, s in enumerate(sentences) if row["sentence"] in s]
+        if len(holding) != 1:
+            problems.append(f"{where}: sentence {row['sentence']!r} is in {len(holding)} sentences, expected 1")
+            continue
+        answer = row["answer"]
+        if answer is not None:
+            count = sentences[holding[0]].count(answer)
+            if count != 1 or not answer.strip():
+                problems.append(f"{where}: answer {answer!r} occurs {count} times in its sentence, expected 1")
+                continue
+            if len(answer.split()) > MAX_ANSWER_WORDS or answer == sentences[holding[0]]:
+                problems.append(f"{where}: answer {answer!r} is not a minimal span")
+        items.append(Item(name, story_of(name), row["question"], row["language"], row["kind"], holding[0], answer))
+    return items, problems
+
+
+def check_all(paths: list[Path]) -> tuple[list[Item], list[str]]:
+    items, problems = [], []
+    for path in paths:
+        found, wrong = check_article(path)
+        items += found
+        problems += wrong
+    named = json.loads(SPLIT.read_text(encoding="utf-8")) if SPLIT.is_file() else {}
+    unknown = {s for split in ("test", "dev") for s in named.get(split, ())} - {story_of(p.name) for p in ARTICLES.glob("*.txt")}
+    if unknown:
+        problems.append(f"split.json names stories without articles: {sorted(unknown)}")
+    return items, problems
+
+
+def summary(items: list[Item]) -> str:
+    lines = []
+    for split in SPLITS:
+        chosen = [i for i in items if split_of(i.story) == split]
+        if not chosen:
+            continue
+        arts = Counter(i.article for i in chosen)
+        cross = sum(i.language != i.article[:2] for i in chosen)
+        unanswerable = sum(i.answer is None for i in chosen)
+        lines.append(f"{split}: {len(arts)} articles ({sum(a[:2] == 'en' for a in arts)} en, "
+                     f"{sum(a[:2] == 'nl' for a in arts)} nl), {len(chosen)} questions, "
+                     f"{cross / len(chosen):.0%} across languages, {unanswerable / len(chosen):.0%} unanswerable")
+    kinds = Counter(i.kind for i in items)
+    lines.append("kinds: " + ", ".join(f"{k} {n}" for k, n in kinds.most_common()))
+    return "\n".join(lines)

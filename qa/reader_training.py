@@ -1,0 +1,266 @@
+"""Train the reader: ``python -m qa train-reader`` (tens of minutes), writing ``qa/weights/reader/``.
+
+Data: the team's articles and questions of the "train" split (:mod:`qa.reader_data`). For every
+question the untuned first stage, with all training articles loaded together, offers its top
+candidates (an answerable question's own sentence is put in if the first stage missed it), so the
+reader learns on the near misses it will meet. The loss is listwise: one softmax over "none of
+them answers" and the candidates, so choosing one of k and refusing are the same decision; the
+answer span's start and end are learned on the answering candidate.
+
+The refusal threshold and the weight of the first stage's cosine in the final order are chosen on
+the "dev" stories, which the shipped reader never trains on; the held-out "test" stories are only
+measured (``python -m qa eval``). Seeded and single-threaded, so one command gives the same adapter.
+"""
+
+from __future__ import annotations
+
+import random
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .adapters import data_digest, write_adapter
+from .embedding import BASE_MODEL
+from .reader import (ADAPTER, HEADS, Features, Reader, ReaderSettings, Serving, batch_arrays, encode_pair,
+                     neighbours_of, truncated_encoder)
+from .reader_data import ARTICLES, QUESTIONS, SPLIT, Item, load
+
+COMMAND = "python -m qa train-reader"
+
+
+@dataclass(frozen=True)
+class TrainingSettings:
+    reader: ReaderSettings = field(default_factory=ReaderSettings)
+    candidates: int = 8
+    """First-stage candidates per question in training (more than served: more near misses to learn from)."""
+    epochs: int = 3
+    questions_per_step: int = 4
+    learning_rate: float = 5e-4
+    weight_decay: float = 0.01
+    warmup: float = 0.06
+    rank: int = 16
+    alpha: float = 32.0
+    span_weight: float = 0.5
+    seed: int = 0
+    targets: str = (r"encoder\.layer\.\d+\.(attention\.self\.(query|key|value)|attention\.output\.dense|"
+                    r"intermediate\.dense|output\.dense)")
+
+
+@dataclass(frozen=True)
+class Example:
+    """One question with its candidates: the answering one's position (or None) and its answer's tokens."""
+
+    item: Item
+    candidates: list[tuple[str, int]]  # (article, 0-based sentence)
+    features: list[Features]
+    label: int | None
+    span: tuple[int, int] | None  # token indices within the answering candidate's tokens
+
+
+def first_stage(documents, folder: Path, model: str | None = None):
+    """A first stage (no reader; the shipped model by default) over ``documents`` loaded together, its
+    index in ``folder``."""
+    import qa
+
+    from .index import open_index
+
+    embedder = qa.Embedder.load(model, progress=False)
+    return qa.Engine(documents, open_index(documents, embedder, folder), embedder)
+
+
+def candidates_for(engine, items: list[Item], count: int) -> list[list[tuple[str, int]]]:
+    """The first stage's top ``count`` sentences (article, 0-based number) for each question."""
+    answers = engine.ask_many([i.question for i in items], top_k=count)
+    return [[(c.document, c.sentence - 1) for c in a.citations] for a in answers]
+
+
+def make_examples(items: list[Item], documents, candidates: list[list[tuple[str, int]]], tokenizer,
+                  settings: ReaderSettings, *, include_gold: bool) -> list[Example]:
+    """Token features per question and candidate; ``include_gold`` puts a missed answering sentence in last."""
+    by_name = {d.name: d for d in documents}
+    examples = []
+    for item, found in zip(items, candidates):
+        gold = (item.article, item.sentence)
+        found = list(found)
+        if include_gold and item.answer is not None and gold not in found:
+            found[-1] = gold
+        features = []
+        for article, index in found:
+            document = by_name[article]
+            features.append(encode_pair(tokenizer, item.question, document.sentences[index].text,
+                                        *neighbours_of(document, index), settings))
+        label = found.index(gold) if item.answer is not None and gold in found else None
+        span = None
+        if label is not None:
+            text = by_name[item.article].sentences[item.sentence].text
+            start = text.index(item.answer)
+            span = token_span(features[label], start, start + len(item.answer))
+        examples.append(Example(item, found, features, label, span))
+    return examples
+
+
+def token_span(features: Features, start: int, end: int) -> tuple[int, int] | None:
+    """The candidate tokens covering characters [start, end) (None if cut off by the length limit)."""
+    inside = [t for t, (s, e) in enumerate(features.offsets) if e > start and s < end]
+    return (inside[0], inside[-1]) if inside else None
+
+
+class ReaderModel:
+    """The trainable reader: truncated e5 with LoRA, a score head, a span head and a "none" score."""
+
+    def __init__(self, base_folder: Path, settings: TrainingSettings) -> None:
+        import torch
+        from peft import LoraConfig, get_peft_model
+
+        encoder = truncated_encoder(base_folder, settings.reader.layers, torch.float32)
+        self.encoder = get_peft_model(encoder, LoraConfig(r=settings.rank, lora_alpha=settings.alpha,
+                                                          lora_dropout=0.0, target_modules=settings.targets))
+        hidden = encoder.config.hidden_size
+        self.score = torch.nn.Linear(hidden, 1)
+        self.span = torch.nn.Linear(hidden, 2)
+        self.null = torch.nn.Parameter(torch.zeros(1))
+        torch.nn.init.normal_(self.score.weight, std=0.02)
+        torch.nn.init.zeros_(self.score.bias)
+
+    def parameters(self):
+        return [p for p in self.encoder.parameters() if p.requires_grad] + [
+            *self.score.parameters(), *self.span.parameters(), self.null]
+
+    def train(self, mode: bool = True) -> None:
+        self.encoder.train(mode)
+
+    def forward(self, features: list[Features]):
+        """Scores against "none", start and end logits for a batch of pairs."""
+        import torch
+
+        ids, mask, candidate = (torch.from_numpy(a) for a in batch_arrays(features))
+        states = self.encoder(input_ids=ids, attention_mask=mask, token_type_ids=torch.zeros_like(ids)).last_hidden_state
+        pooled = (states * candidate[..., None]).sum(1) / candidate.sum(1, keepdim=True).clamp(min=1)
+        spans = self.span(states)
+        return self.score(pooled)[:, 0] - self.null, spans[..., 0], spans[..., 1]
+
+    def heads(self) -> dict[str, np.ndarray]:
+        return {"score.weight": self.score.weight.detach().numpy(), "score.bias": self.score.bias.detach().numpy(),
+                "span.weight": self.span.weight.detach().numpy(), "span.bias": self.span.bias.detach().numpy(),
+                "null": self.null.detach().numpy()}
+
+
+def loss_of(model: ReaderModel, examples: list[Example], span_weight: float):
+    """Listwise loss over [none, candidates...] per question, plus the span loss on answering candidates."""
+    import torch
+
+    features = [f for e in examples for f in e.features]
+    scores, starts, ends = model.forward(features)
+    total, row = 0.0, 0
+    for e in examples:
+        k = len(e.features)
+        logits = torch.cat([torch.zeros(1), scores[row:row + k]])
+        total = total + torch.nn.functional.cross_entropy(logits[None], torch.tensor([0 if e.label is None else e.label + 1]))
+        if e.span is not None:
+            f = e.features[e.label]
+            first, n = f.first, len(f.offsets)
+            r = row + e.label
+            total = total + span_weight * (
+                torch.nn.functional.cross_entropy(starts[r, first:first + n][None], torch.tensor([e.span[0]]))
+                + torch.nn.functional.cross_entropy(ends[r, first:first + n][None], torch.tensor([e.span[1]])))
+        row += k
+    return total / len(examples)
+
+
+def train(examples: list[Example], base_folder: Path, settings: TrainingSettings, *, progress: bool = True) -> ReaderModel:
+    import torch
+    from tqdm.auto import tqdm
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    torch.manual_seed(settings.seed)
+    try:
+        model = ReaderModel(base_folder, settings)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
+        steps = settings.epochs * -(-len(examples) // settings.questions_per_step)
+        warmup = max(1, int(settings.warmup * steps))
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda s: min((s + 1) / warmup, max(0.0, (steps - s) / max(1, steps - warmup))))
+        rng = random.Random(settings.seed)
+        order = list(examples)
+        model.train()
+        bar = tqdm(total=steps, desc="Training the reader", unit="step", disable=not progress)
+        for _ in range(settings.epochs):
+            rng.shuffle(order)
+            for i in range(0, len(order), settings.questions_per_step):
+                loss = loss_of(model, order[i:i + settings.questions_per_step], settings.span_weight)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                schedule.step()
+                bar.update()
+                bar.set_postfix(loss=f"{float(loss):.3f}")
+        bar.close()
+        model.train(False)
+        return model
+    finally:
+        torch.set_num_threads(threads)
+
+
+def data_files() -> list[Path]:
+    """Every file the reader's data digest covers: all articles and questions, and the split."""
+    return [*sorted(ARTICLES.glob("*.txt")), *sorted(QUESTIONS.glob("*.jsonl")), SPLIT]
+
+
+def train_reader(*, settings: TrainingSettings = TrainingSettings(), adapter: Path = ADAPTER,
+                 progress: bool = True) -> Path:
+    """Train on the "train" stories, choose how to serve it on "dev", write adapter, heads and manifest."""
+    from safetensors.numpy import save_file
+    from transformers import AutoTokenizer
+
+    from .model_format import prepare_default_model
+
+    base = prepare_default_model(progress=progress)
+    tokenizer = AutoTokenizer.from_pretrained(str(base))
+    documents, items = load({"train"})
+    with tempfile.TemporaryDirectory() as folder:
+        # the untuned model's candidates: harder near misses, and the same whatever embedder adapter ships
+        found = candidates_for(first_stage(documents, Path(folder), BASE_MODEL), items, settings.candidates)
+    examples = make_examples(items, documents, found, tokenizer, settings.reader, include_gold=True)
+    model = train(examples, base, settings, progress=progress)
+    manifest = {"command": COMMAND, "data_sha256": data_digest(data_files()), "settings": asdict(settings),
+                "trained_on": {"articles": len(documents), "questions": len(items)}}
+    write_adapter(model.encoder, adapter, manifest)
+    save_file(model.heads(), str(adapter / HEADS))
+    serving, figures = choose_serving(Reader.load(adapter=adapter, progress=progress))
+    write_adapter(model.encoder, adapter, {**manifest, "serving": asdict(serving), "dev": figures})
+    return adapter
+
+
+def choose_serving(reader: Reader, *, most_false_refusals: float = 0.05) -> tuple[Serving, dict]:
+    """On the "dev" stories: how many candidates to read and how much of the cosine to add (best R@1 plus
+    unanswerable questions refused, among the settings whose R@1 is at least the first stage's), and the
+    refusal threshold that wrongly refuses at most
+    ``most_false_refusals`` of the answerable questions."""
+    documents, items = load({"dev"})
+    best: tuple[float, Serving, dict] | None = None
+    with tempfile.TemporaryDirectory() as folder:
+        engine = first_stage(documents, Path(folder))
+        alone = engine.ask_many([i.question for i in items], top_k=1)
+        floor = np.mean([(a.citations[0].document, a.citations[0].sentence - 1) == (i.article, i.sentence)
+                         for a, i in zip(alone, items) if i.answer is not None])
+        for candidates in (4, 5, 8):
+            for fusion in (0.0, 2.0, 5.0, 10.0, 20.0):
+                trial = engine.with_config(reader=reader.with_serving(Serving(candidates, -np.inf, fusion)))
+                answers = trial.ask_many([i.question for i in items], top_k=1)
+                top = [a.citations[0] for a in answers]
+                scores = np.array([c.reader_score for c in top])
+                answerable = np.array([i.answer is not None for i in items])
+                right = np.array([i.answer is not None and (c.document, c.sentence - 1) == (i.article, i.sentence)
+                                  for c, i in zip(top, items)])
+                threshold = float(np.quantile(scores[answerable], most_false_refusals, method="lower"))
+                figures = {"candidates": candidates, "fusion": fusion, "threshold": round(threshold, 4),
+                           "recall_at_1": round(float(right[answerable].mean()), 4),
+                           "refused_unanswerable": round(float((scores[~answerable] < threshold).mean()), 4),
+                           "refused_answerable": round(float((scores[answerable] < threshold).mean()), 4)}
+                value = figures["recall_at_1"] + figures["refused_unanswerable"]
+                if figures["recall_at_1"] >= floor and (best is None or value > best[0] + 1e-9):  # never worse order
+                    best = (value, Serving(candidates, threshold, fusion), figures)
+    return best[1], best[2]

@@ -1,0 +1,79 @@
+"""The reader (second stage): its input, its span search, its decisions, and the shipped weights."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from qa.adapters import data_digest, read_manifest
+from qa.answer import compose
+from qa.documents import parse_document
+from qa.reader import ADAPTER, HEADS, ReaderSettings, Reading, answering, best_span, encode_pair
+from qa.reader_training import COMMAND, data_files, token_span
+from qa.search import Hit
+
+
+def test_a_pair_marks_the_candidate_between_its_neighbours(reader):
+    features = encode_pair(reader.tokenizer, "Hoe ver?", "Het ligt 800 kilometer van Moskou.", "Ervoor.", "Erna.",
+                           ReaderSettings())
+    tokens = reader.tokenizer.convert_ids_to_tokens(features.ids)
+    assert tokens[0] == "<s>" and tokens[-1] == "</s>"
+    assert tokens[features.first - 1] == "▁«" and tokens[features.first + len(features.offsets)] == "▁»"
+    sentence = "Het ligt 800 kilometer van Moskou."
+    assert [sentence[s:e] for s, e in features.offsets][:3] == ["Het", "ligt", "800"]  # no leading spaces
+    assert token_span(features, 9, 22) == (2, 3)  # "800 kilometer"
+
+
+def test_the_best_span_respects_order_and_length():
+    start = np.array([0.0, 5.0, 0.0, 0.0])
+    end = np.array([9.0, 0.0, 0.0, 4.0])  # the end before the start is not allowed
+    assert best_span(start, end, longest=4) == (1, 3)
+    assert best_span(start, end, longest=2) == (1, 2)
+
+
+def _reading(document: str, number: int, score: float | None) -> Reading:
+    sentence = parse_document(f"Zin {number} van {document}.".encode(), name=document).sentences[0]
+    return Reading(Hit(sentence, 0.5, 0.5, 0.0), score, (0, 3))
+
+
+def test_the_best_answer_of_each_article_above_the_threshold_answers():
+    readings = [_reading("a.txt", 1, 3.0), _reading("a.txt", 2, 2.5), _reading("b.txt", 3, 1.0),
+                _reading("c.txt", 4, -2.0), _reading("d.txt", 5, None)]
+    assert answering(readings, 0.0) == [0, 2]
+    assert answering(readings, 5.0) == []
+    assert answering(readings, -3.0, most=2) == [0, 2]
+
+
+def test_where_sources_differ_the_reply_gives_each_articles_answer():
+    readings = [_reading("a.txt", 1, 3.0), _reading("b.txt", 3, 1.0)]
+    answer = compose("Hoeveel?", readings, answering=[0, 1], articles={"a.txt": ("Titel A", ""), "b.txt": ("Titel B", "")})
+    assert answer.found and answer.answering == (1, 2)
+    lines = answer.text.splitlines()
+    assert lines[0].startswith("De artikelen") and lines[1].startswith("- **Zin** — ") and "(Titel A)" in lines[1]
+    assert "[2] (Titel B)" in lines[2]
+    assert [c.answer for c in answer.citations] == ["Zin", "Zin"] and answer.citations[1].reader_score == 1.0
+
+
+def test_the_seed_question_is_answered_with_the_place(engine):
+    answer = engine.ask("Where is the factory?")
+    first = answer.citations[0]
+    assert answer.found and first.sentence == 6 and first.reader_score is not None
+    assert "Alabuga" in first.answer and answer.text.startswith(f"**{first.answer}** — “")
+    assert first.highlights == ((first.text.index(first.answer), first.text.index(first.answer) + len(first.answer)),)
+
+
+def test_the_shipped_reader_was_trained_on_the_committed_data():
+    """Fails when qa/data/news changed after the reader was trained: run `python -m qa train-reader` and
+    commit qa/weights/reader."""
+    manifest = read_manifest(ADAPTER)
+    assert manifest["data_sha256"] == data_digest(data_files()), f"retrain: {COMMAND}"
+    assert {"candidates", "threshold", "fusion"} == set(manifest["serving"])
+    assert (ADAPTER / HEADS).is_file()
+    assert sum(p.stat().st_size for p in ADAPTER.iterdir()) < 10_000_000  # a few MB, never the model
+
+
+@pytest.mark.parametrize("question", ["What is the capital of France?", "Wat is het recept voor appeltaart?"])
+def test_off_topic_questions_are_refused_by_the_reader(engine, question):
+    answer = engine.ask(question)
+    assert not answer.found and not answer.answering and "**" not in answer.text
+    assert all(c.reader_score is not None for c in answer.citations)
