@@ -24,9 +24,10 @@ from typing import Annotated, Any, Callable, TypeVar
 from fastapi import Depends, FastAPI, Path, Request, Response, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBasic, HTTPBasicCredentials, HTTPBearer
 from fastapi_offline import FastAPIOffline
-from pydantic import AfterValidator, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.routing import BaseRoute, Match
@@ -86,7 +87,15 @@ def _encodable(text: str) -> str:
     return text
 
 
+def _whole_number(value: Any) -> Any:
+    """A JSON number, never true/false or "3": what JSON Schema calls an integer (14.0 is one)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError("must be a whole number")
+    return value
+
+
 Text = Annotated[str, AfterValidator(_encodable)]
+TopK = Annotated[int, BeforeValidator(_whole_number), Field(ge=1, le=MAX_TOP_K)]
 _STRICT = ConfigDict(extra="forbid")
 
 
@@ -102,8 +111,7 @@ class Ask:
                                                            "a follow-up ('When will it be ready?') leans on them")] = ()
     articles: Annotated[tuple[Text, ...] | None, Field(min_length=1, description="names of the articles to search "
                                                                                  "(default: all shared articles)")] = None
-    top_k: Annotated[int | None, Field(strict=True, ge=1, le=MAX_TOP_K,
-                                       description="how many passages to cite (default: the server's)")] = None
+    top_k: Annotated[TopK | None, Field(description="how many passages to cite (default: the server's)")] = None
 
 
 @dataclass(frozen=True)
@@ -182,7 +190,7 @@ def _validation_message(errors: list[dict[str, Any]]) -> str:
                          "(curl: --json '{\"question\": \"...\"}')")
         elif e.get("type") == "missing":
             parts.append(f"{where} is missing")
-        elif e.get("type") == "extra_forbidden":
+        elif e.get("type") in ("extra_forbidden", "unexpected_keyword_argument"):
             parts.append(f"{where} is not a field of this body")
         else:
             parts.append(f"{where or 'the body'}: {str(e.get('msg', 'is not valid')).removeprefix('Value error, ')}")
@@ -357,8 +365,11 @@ def create(engine: qa.Engine | None, *, token: str | None, auth: tuple[str, str]
         message = exc.detail
         if exc.status_code == 404 and message == "Not Found":
             message = f"no such endpoint: {request.url.path} (see /docs)"
-        elif exc.status_code == 405:
-            message = f"{request.method} is not a method of {request.url.path} (see /docs)"
+        elif exc.status_code == 405:  # Starlette's Allow names only the first route of the path; all of them here
+            allowed = sorted({m for r in app.routes if isinstance(r, APIRoute) and r.matches(request.scope)[0]
+                              is not Match.NONE for m in r.methods})
+            message = f"{request.method} is not a method of {request.url.path}: it takes {', '.join(allowed)}"
+            return _json_error(405, message, {"Allow": ", ".join(allowed)})
         return _json_error(exc.status_code, str(message), exc.headers)
 
     @app.exception_handler(RequestValidationError)
