@@ -322,9 +322,10 @@ def create(engine: qa.Engine | None, *, token: str | None, auth: tuple[str, str]
                   "application/json": {"schema": {"$ref": "#/components/schemas/NewArticle"}},
                   "multipart/form-data": {"schema": {
                       "type": "object", "required": ["file"], "additionalProperties": False,
-                      "properties": {"file": {"type": "string", "format": "binary",
-                                              "description": ".txt, .html, .pdf or .md"},
-                                     "title": {"type": "string"}}}}}}},
+                      # no "type": a form's fields are bytes on the wire, whatever a JSON type would say
+                      "properties": {"file": {"contentMediaType": "application/octet-stream",
+                                              "description": "the file: .txt, .html, .pdf or .md"},
+                                     "title": {"description": "the article's title (optional)"}}}}}}},
               summary="Add a shared article (the operator's)")
     async def add(request: Request, engine: Engine, response: Response) -> qa.ArticleInfo:
         """JSON `{"text", "title"?}` or `{"url", "title"?}`, or a file (multipart/form-data field `file`,
