@@ -3,8 +3,10 @@
     python app.py                      # http://127.0.0.1:7860, the bundled article
     python app.py --share --auth me:secret
     python app.py my_article.html      # other shared articles
+    QA_API_TOKEN=... python app.py     # the JSON API's operator endpoints switched on
 
-Each browser tab gets its own ``qa.Session`` (kept in ``gr.State``, never a global): the articles a
+The JSON API (qa/http_api.py: /api/v1/..., /healthz, /docs) is served on the same port, over the same
+engine. Each browser tab gets its own ``qa.Session`` (kept in ``gr.State``, never a global): the articles a
 visitor adds live there, in memory, and nobody else sees them. The operator's articles are shared.
 """
 
@@ -27,9 +29,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ["NO_PROXY"] = ",".join(filter(None, ["127.0.0.1", "localhost", os.environ.get("NO_PROXY")]))
 
 import gradio as gr  # noqa: E402
+from fastapi import FastAPI  # noqa: E402
 from gradio.utils import get_upload_folder  # noqa: E402
 
 import qa  # noqa: E402
+from qa import http_api  # noqa: E402
 from qa.answer import mark, markdown_escape, markdown_unescape  # noqa: E402
 from qa.ingest import MAX_FILE_BYTES  # noqa: E402
 
@@ -395,6 +399,13 @@ def build_app(engine: qa.Engine) -> gr.Blocks:
     return demo
 
 
+def json_api(engine: qa.Engine, *, auth: tuple[str, str] | None = None, token: str | None = None) -> FastAPI:
+    """The JSON API over the page's engine, bounded like the chat; serve it with
+    ``launch(app_kwargs=http_api.beside_gradio(api))``."""
+    return http_api.create(engine, token=token, auth=auth, shown_source=shown_source, workers=CONCURRENCY,
+                           waiting=QUEUE_SIZE, add_workers=ADD_CONCURRENCY)
+
+
 def parse_auth(value: str | None) -> tuple[str, str] | None:
     """``user:password`` from --auth or $QA_AUTH."""
     if not value:
@@ -426,21 +437,26 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     demo = build_app(engine)
+    token = os.environ.get("QA_API_TOKEN") or None
+    api = json_api(engine, auth=auth, token=token)
     if args.share and not auth:
-        print("warning: the share link is public and anyone with it can use this app; "
+        print("warning: the share link is public and anyone with it can use this app and its JSON API; "
               "protect it with --auth user:password", flush=True)
     gradio_says = io.StringIO()  # Gradio's own share-link failure text blames a missing file; ours is below
     try:
         with contextlib.redirect_stdout(gradio_says):
             _, local_url, share_url = demo.launch(
                 server_name=args.host, server_port=args.port, share=args.share, auth=auth,
-                prevent_thread_lock=True, quiet=True, **LAUNCH_OPTIONS,
+                prevent_thread_lock=True, quiet=True, app_kwargs=http_api.beside_gradio(api), **LAUNCH_OPTIONS,
             )
     except OSError as exc:
         print(f"error: cannot serve on {args.host}:{args.port} ({exc}); choose another --port", file=sys.stderr)
         return 2
     print(f"Serving {engine.describe()}", flush=True)
     print(f"Local:  {local_url}", flush=True)
+    print(f"JSON API: {local_url}api/v1/ask (schema and examples: {local_url}docs); adding and removing "
+          f"shared articles {'needs the token in $QA_API_TOKEN' if token else 'is off ($QA_API_TOKEN unset)'}",
+          flush=True)
     if args.share:
         print(f"Public: {share_url}" if share_url else
               f"No share link: Gradio's share server could not be reached (offline or blocked); "

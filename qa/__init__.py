@@ -134,6 +134,11 @@ class Engine:
         """Add pasted text as an article for everyone (never taken for a path or URL)."""
         return self.library.add(from_text(text, title=title), progress=progress)
 
+    def add_document(self, document: Document, *, progress: Progress | None = None) -> Document:
+        """Add an article already read (e.g. by ``qa.ingest.from_bytes`` or ``from_url``) for everyone:
+        for callers that choose how it is read, such as the JSON API (uploads, public URLs only)."""
+        return self.library.add(document, progress=progress)
+
     def remove(self, name: str) -> Document:
         """Remove an added article (DocumentError when unknown or a base article)."""
         return self.library.remove(name)

@@ -48,6 +48,10 @@ class DocumentError(ValueError):
     """An article that cannot be used; the message names the file and the reason."""
 
 
+class TooLarge(DocumentError):
+    """An article or file over a size limit (the JSON API answers it with 413, not 400)."""
+
+
 @dataclass(frozen=True)
 class Sentence:
     """One sentence of an article, traceable to its exact characters in the source."""
@@ -173,7 +177,7 @@ def parse_document(data: bytes, *, name: str, language: str | None = None, title
                    source: str = "") -> Document:
     """Check and split one article given as bytes; raises DocumentError naming ``name``."""
     if len(data) > MAX_DOCUMENT_BYTES:
-        raise DocumentError(f"{name}: {len(data):,} bytes is over the {MAX_DOCUMENT_BYTES:,}-byte limit for one article")
+        raise TooLarge(f"{name}: {len(data):,} bytes is over the {MAX_DOCUMENT_BYTES:,}-byte limit for one article")
     if b"\x00" in data[:8192]:
         raise DocumentError(f"{name}: looks like a binary file, not text")
     try:
@@ -195,7 +199,7 @@ def read_file(path: Path, *, limit: int, what: str) -> bytes:
             raise DocumentError(f"{path}: is a folder, not a file")
         size = path.stat().st_size
         if size > limit:
-            raise DocumentError(f"{path.name}: {size:,} bytes is over the {limit:,}-byte limit for {what}")
+            raise TooLarge(f"{path.name}: {size:,} bytes is over the {limit:,}-byte limit for {what}")
         return path.read_bytes()
     except OSError as exc:
         raise DocumentError(f"{path}: cannot be read ({exc.strerror or exc})") from exc

@@ -18,8 +18,8 @@ import unicodedata
 from pathlib import Path
 from urllib.parse import urlparse
 
-from .documents import (MAX_DOCUMENT_BYTES, Document, DocumentError, headline, make_document, parse_document,
-                        read_file)
+from .documents import (MAX_DOCUMENT_BYTES, Document, DocumentError, TooLarge, headline, make_document,
+                        parse_document, read_file)
 
 MAX_FILE_BYTES = 20_000_000
 """Largest file or page accepted before extraction (a PDF or saved page carries much more than its text)."""
@@ -69,7 +69,7 @@ def from_bytes(data: bytes, *, name: str, title: str | None = None, source: str 
     if not data.strip():
         raise DocumentError(f"{name}: the file is empty")
     if len(data) > MAX_FILE_BYTES:
-        raise DocumentError(f"{name}: {len(data):,} bytes is over the {MAX_FILE_BYTES:,}-byte limit for one file")
+        raise TooLarge(f"{name}: {len(data):,} bytes is over the {MAX_FILE_BYTES:,}-byte limit for one file")
     kind = kind_of(data, name)
     if kind == "pdf":
         return _from_pdf(data, name=name, title=title, source=source)
@@ -93,7 +93,7 @@ def from_text(text: str, *, title: str | None = None) -> Document:
     if not text.strip():
         raise DocumentError("the pasted text is empty")
     if len(data) > MAX_DOCUMENT_BYTES:
-        raise DocumentError(f"the pasted text is {len(data):,} bytes, over the {MAX_DOCUMENT_BYTES:,}-byte limit")
+        raise TooLarge(f"the pasted text is {len(data):,} bytes, over the {MAX_DOCUMENT_BYTES:,}-byte limit")
     digest = hashlib.sha256(data).hexdigest()
     label = (title or "").strip() or headline(text) or " ".join(text.split()[:8])
     name = safe_name(f"{label[:60]} ({digest[:6]})", fallback=f"pasted-{digest[:6]}")
@@ -191,7 +191,7 @@ def _from_pdf(data: bytes, *, name: str, title: str | None, source: str) -> Docu
 def _checked(text: str, *, name: str, sha256: str, title: str, source: str) -> Document:
     size = len(text.encode("utf-8"))
     if size > MAX_DOCUMENT_BYTES:
-        raise DocumentError(f"{name}: its text is {size:,} bytes, over the {MAX_DOCUMENT_BYTES:,}-byte limit for one article")
+        raise TooLarge(f"{name}: its text is {size:,} bytes, over the {MAX_DOCUMENT_BYTES:,}-byte limit for one article")
     return make_document(text, name=name, sha256=sha256, title=title, source=source or name)
 
 

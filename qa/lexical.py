@@ -30,9 +30,15 @@ def tokenize(texts: list[str], *, as_ids: bool = True):
 
 
 def build(texts: list[str]) -> bm25s.BM25:
-    """A BM25 index over ``texts``, in their order."""
+    """A BM25 index over ``texts``, in their order.
+
+    Texts without a single word outside the stop lists (only symbols or emoji, only "the and of")
+    give an empty index that matches nothing; bm25s would fail adding its empty token to it.
+    """
+    tokens = tokenize(texts)
     lexical = bm25s.BM25()
-    lexical.index(tokenize(texts), show_progress=False)
+    with np.errstate(divide="ignore", invalid="ignore"):  # their average length is 0
+        lexical.index(tokens, show_progress=False, create_empty_token=bool(tokens.vocab))
     return lexical
 
 
