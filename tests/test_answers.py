@@ -27,7 +27,8 @@ ANSWERABLE = [
     ("Waar staat de fabriek?", 6),
     ("In welke Russische republiek ligt de Alabuga-zone?", 6),
     ("Wanneer kan de fabriek volledig draaien?", 7),
-    ("Welk gevechtsvliegtuig wil Iran kopen?", 13),
+    pytest.param("Welk gevechtsvliegtuig wil Iran kopen?", 13, marks=pytest.mark.xfail(
+        strict=True, reason="the first reader puts sentence 15 (the equipment Iran wants) first; issue 16")),
     ("Welke straaljager koopt Iran van Rusland?", 13),
     ("Via welke zee worden de drones vervoerd?", 9),
     ("Wie heeft sancties opgelegd?", 21),

@@ -30,14 +30,15 @@ BRIDGE = ("De gemeente Utrecht opent in maart een nieuwe fietsbrug over het Amst
           "De brug kost 14 miljoen euro en is 250 meter lang.\n\nWethouder Van Dijk noemt de brug een mijlpaal.")
 
 
-def private_engine(embedder, seed_document, folder) -> qa.Engine:
+def private_engine(embedder, seed_document, folder, reader=None) -> qa.Engine:
     """The seed article with an index folder of its own, so added articles are kept there (and only there)."""
-    return qa.Engine([seed_document], open_index([seed_document], embedder, folder), embedder, folder=folder)
+    return qa.Engine([seed_document], open_index([seed_document], embedder, folder), embedder, folder=folder,
+                     reader=reader)
 
 
 @pytest.fixture(scope="module")
-def library_engine(embedder, seed_document, tmp_path_factory) -> qa.Engine:
-    return private_engine(embedder, seed_document, tmp_path_factory.mktemp("api-index"))
+def library_engine(embedder, reader, seed_document, tmp_path_factory) -> qa.Engine:
+    return private_engine(embedder, seed_document, tmp_path_factory.mktemp("api-index"), reader)
 
 
 @pytest.fixture(scope="module")
@@ -89,8 +90,8 @@ def test_ask_gives_the_answer_as_data_with_the_fields_of_answer_to_dict(url, lib
     assert reply.status_code == 200
     answer = reply.json()
     assert answer.keys() == library_engine.ask("Where is the factory?").to_dict().keys()
-    assert answer["found"] is True and answer["text"].startswith("According to the article")
-    assert "**Alabuga Special Economic Zone**" in answer["text"] and "[1]" in answer["text"]  # as the CLI prints
+    assert answer["found"] is True and answer["text"].startswith("**")  # the answer first, as the CLI prints
+    assert "Alabuga Special Economic Zone" in answer["text"].split("**")[1] and "[1]" in answer["text"]
     first = answer["citations"][0]
     assert first.keys() == {f.name for f in dataclasses.fields(qa.Citation)}
     assert (first["number"], first["document"], first["sentence"]) == (1, SEED, 6)
@@ -98,7 +99,7 @@ def test_ask_gives_the_answer_as_data_with_the_fields_of_answer_to_dict(url, lib
     text = library_engine.document(SEED).text
     assert " ".join(text[first["start"]:first["end"]].split()) == first["text"]
     start, end = first["highlights"][0]
-    assert first["text"][start:end] == "Alabuga Special Economic Zone"
+    assert "Alabuga Special Economic Zone" in first["text"][start:end] == first["answer"]
 
 
 def test_a_follow_up_leans_on_the_history(url):
@@ -236,7 +237,7 @@ def test_add_an_uploaded_file(url):
     info = added.json()
     assert info["name"] == "haven.html" and info["title"] == "Haven" and info["source"] == "haven.html"
     answer = ask(url, {"question": "Hoe lang is de brug?", "articles": ["haven.html"]}).json()
-    assert "**250** meter lang" in answer["text"]
+    assert "250 meter" in answer["text"].split("**")[1]
     assert requests.delete(f"{url}/api/v1/articles/haven.html", headers=OPERATOR, timeout=30).status_code == 204
 
 

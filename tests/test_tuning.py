@@ -41,7 +41,7 @@ def test_a_short_tuning_run_writes_an_adapter_that_merges_once(tmp_path):
     adapter = tune(settings=TuningSettings(epochs=1, batch_size=2, learning_rate=1e-3), pairs_file=pairs_file,
                    adapter=tmp_path / "adapter", measure=False, news=False, progress=False)
     assert read_manifest(adapter)["settings"]["epochs"] == 1
-    assert (adapter / MANIFEST).is_file() and (adapter / "adapter_model.safetensors").stat().st_size < 5_000_000
+    assert (adapter / MANIFEST).is_file() and (adapter / "adapter_model.safetensors").stat().st_size < 10_000_000
     folder = prepare_adapted_model(base, adapter, progress=False)
     assert folder.parent == tmp_path and folder.name.endswith(adapter_digest(adapter))
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".staging-")]  # staging cleaned up
