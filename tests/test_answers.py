@@ -28,7 +28,7 @@ ANSWERABLE = [
     ("In welke Russische republiek ligt de Alabuga-zone?", 6),
     ("Wanneer kan de fabriek volledig draaien?", 7),
     pytest.param("Welk gevechtsvliegtuig wil Iran kopen?", 13, marks=pytest.mark.xfail(
-        strict=True, reason="the first reader puts sentence 15 (the equipment Iran wants) first; issue 16")),
+        strict=True, reason="the reader puts sentence 15 (the equipment Iran wants) first; issue 16")),
     ("Welke straaljager koopt Iran van Rusland?", 13),
     ("Via welke zee worden de drones vervoerd?", 9),
     ("Wie heeft sancties opgelegd?", 21),
@@ -64,7 +64,8 @@ def test_citation_fields(engine, seed_document):
     assert "Alabuga Special Economic Zone" in first.text and "Tatarstan" in first.text
     assert seed_document.text[first.start:first.end] == first.text
     assert [c.number for c in answer.citations] == [1, 2, 3]
-    assert answer.citations[0].score >= answer.citations[1].score >= answer.citations[2].score
+    order = [c.reader_score for c in answer.citations]  # the reader's (fused) score orders them
+    assert order == sorted(order, reverse=True)
 
 
 def test_dutch_question_gets_a_dutch_reply(engine):

@@ -38,7 +38,7 @@ def test_english_question_through_the_api(client, engine):
 def test_dutch_question_through_the_api(client, engine):
     reply = client.predict(message="Welke straaljager koopt Iran van Rusland?", api_name="/chat")
     answer, sources = _answer_and_sources(reply)
-    assert "straaljager" in answer.split("**")[1] and "SU-35" in answer
+    assert "SU-35" in answer.split("**")[1]
     seed = engine.document("000_e2981c027b46f4f0.txt")
     assert sources.startswith(f"[1] {markdown_escape(seed.title)} ({markdown_escape(seed.name)}), sentence 13")
     assert "sentence 13" in sources.splitlines()[0]
