@@ -18,6 +18,7 @@ import random
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -35,7 +36,7 @@ class TrainingSettings:
     reader: ReaderSettings = field(default_factory=ReaderSettings)
     candidates: int = 5
     """First-stage candidates per question in training (as many as served: 8 trained worse on dev)."""
-    candidate_model: str = "untuned"
+    candidate_model: Literal["untuned", "shipped"] = "untuned"
     """Which first stage offers them: "untuned" (harder near misses, the same whatever embedder adapter
     ships) or "shipped" (the ones served)."""
     epochs: int = 4
@@ -224,8 +225,8 @@ def train_reader(*, settings: TrainingSettings = TrainingSettings(), adapter: Pa
     tokenizer = AutoTokenizer.from_pretrained(str(base))
     documents, items = load({"train"})
     with tempfile.TemporaryDirectory() as folder:
-        model = BASE_MODEL if settings.candidate_model == "untuned" else None
-        found = candidates_for(first_stage(documents, Path(folder), model), items, settings.candidates)
+        offering = first_stage(documents, Path(folder), BASE_MODEL if settings.candidate_model == "untuned" else None)
+        found = candidates_for(offering, items, settings.candidates)
     examples = make_examples(items, documents, found, tokenizer, settings.reader, include_gold=True)
     model = train(examples, base, settings, progress=progress)
     manifest = {"command": COMMAND, "data_sha256": data_digest(data_files()), "settings": asdict(settings),
