@@ -12,13 +12,16 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 from sentence_transformers.base.modules.input_module import InputModule
 
 from .adapters import WEIGHTS
-from .model_format import ModelError, onnx_model_file, prepare_adapted_model, prepare_default_model, transformer_folder
+from .graph_template import template_onnx_file
+from .model_format import (ModelError, adapted_folder, onnx_model_file, prepare_adapted_model, prepare_default_model,
+                           transformer_folder)
 
 __all__ = ["DEFAULT_MODEL", "BASE_MODEL", "BACKENDS", "DEFAULT_BACKEND", "Embedder", "ModelError", "OnnxTransformer",
            "prepare_default_model", "resolve_model"]
@@ -73,6 +76,8 @@ class Embedder:
 
         hf_logging.disable_progress_bar()  # a per-weight progress bar on every start is noise
         name = name_or_path or DEFAULT_MODEL
+        if name == DEFAULT_MODEL and backend == "onnx":
+            return cls._load_shipped(progress)
         location = ""
         try:
             location = resolve_model(name, progress=progress)[1]
@@ -92,6 +97,21 @@ class Embedder:
             except Exception as again:
                 raise ModelError(f"Could not prepare the bundled model {name!r}: {again}") from again
         return cls(name, model, Path(location).name if name in (DEFAULT_MODEL, BASE_MODEL) else "")
+
+    @classmethod
+    def _load_shipped(cls, progress: bool) -> Embedder:
+        """The default model on ONNX Runtime: its file filled from the shipped graph template (seconds),
+        the base folder giving the tokenizer, pooling and prompts (the same for the adapted model)."""
+        base = prepare_default_model(progress=progress)
+        try:
+            model = _load_model(str(base), "onnx", progress, lambda force: template_onnx_file(ADAPTER, 12, force=force))
+        except ModelError:
+            raise
+        except Exception as exc:
+            print(f"The prepared model {base} is damaged ({exc}); preparing it again.", file=sys.stderr)
+            base = prepare_default_model(progress=progress, force=True)
+            model = _load_model(str(base), "onnx", progress, lambda force: template_onnx_file(ADAPTER, 12, force=True))
+        return cls(DEFAULT_MODEL, model, adapted_folder(base, ADAPTER).name)
 
     @property
     def identity(self) -> str:
@@ -119,9 +139,11 @@ class Embedder:
         return np.ascontiguousarray(vectors, dtype=np.float32).reshape(len(texts), self.dimension)
 
 
-def _load_model(location: str, backend: str, progress: bool):
-    """A SentenceTransformer on the CPU: as saved (torch), or with its Transformer module
-    replaced by :class:`OnnxTransformer` (onnx). A damaged ONNX file is converted again."""
+def _load_model(location: str, backend: str, progress: bool,
+                onnx_file: Callable[[bool], Path] | None = None):
+    """A SentenceTransformer on the CPU: as saved (torch), or with its Transformer module replaced by
+    :class:`OnnxTransformer` (onnx), running ``onnx_file(force)`` (by default the folder converted).
+    A damaged ONNX file is made again."""
     import torch
     from sentence_transformers import SentenceTransformer
 
@@ -134,18 +156,19 @@ def _load_model(location: str, backend: str, progress: bool):
     _, transformer_type = transformer_folder(folder)
     if not transformer_type:
         raise ModelError(f"{folder} is not a sentence-transformers folder (no modules.json); use --backend torch")
+    onnx_file = onnx_file or (lambda force: onnx_model_file(folder, progress=progress, force=force))
 
-    def load(onnx_file: Path):
+    def load(file: Path):
         # private but pinned (sentence-transformers==6.2.0): load the folder as saved, one class swapped
         return SentenceTransformer._load_with_module_classes(
-            location, {transformer_type: OnnxTransformer}, device="cpu", model_kwargs={"onnx_file": str(onnx_file)})
+            location, {transformer_type: OnnxTransformer}, device="cpu", model_kwargs={"onnx_file": str(file)})
 
-    onnx_file = onnx_model_file(folder, progress=progress)
+    first = onnx_file(False)
     try:
-        return load(onnx_file)
+        return load(first)
     except OnnxFileError as exc:
-        print(f"The converted model {onnx_file} is damaged ({exc}); converting it again.", file=sys.stderr)
-        return load(onnx_model_file(folder, progress=progress, force=True))
+        print(f"The converted model {first} is damaged ({exc}); making it again.", file=sys.stderr)
+        return load(onnx_file(True))
 
 
 class OnnxFileError(ModelError):

