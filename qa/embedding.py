@@ -76,12 +76,8 @@ class Embedder:
 
         hf_logging.disable_progress_bar()  # a per-weight progress bar on every start is noise
         name = name_or_path or DEFAULT_MODEL
-        if name == DEFAULT_MODEL and backend == "onnx":
-            return cls._load_shipped(progress)
-        location = ""
         try:
-            location = resolve_model(name, progress=progress)[1]
-            model = _load_model(location, backend, progress)
+            model, build = _open(name, backend, progress, force=False)
         except ModelError:
             raise
         except Exception as exc:
@@ -90,28 +86,12 @@ class Embedder:
                                  f"without internet, pass a local sentence-transformers folder.") from exc
             print(f"The prepared model {name} is damaged ({exc}); preparing it again.", file=sys.stderr)
             try:
-                location = resolve_model(name, force=True, progress=progress)[1]
-                model = _load_model(location, backend, progress)
+                model, build = _open(name, backend, progress, force=True)
             except ModelError:
                 raise
             except Exception as again:
                 raise ModelError(f"Could not prepare the bundled model {name!r}: {again}") from again
-        return cls(name, model, Path(location).name if name in (DEFAULT_MODEL, BASE_MODEL) else "")
-
-    @classmethod
-    def _load_shipped(cls, progress: bool) -> Embedder:
-        """The default model on ONNX Runtime: its file filled from the shipped graph template (seconds),
-        the base folder giving the tokenizer, pooling and prompts (the same for the adapted model)."""
-        base = prepare_default_model(progress=progress)
-        try:
-            model = _load_model(str(base), "onnx", progress, lambda force: template_onnx_file(ADAPTER, 12, force=force))
-        except ModelError:
-            raise
-        except Exception as exc:
-            print(f"The prepared model {base} is damaged ({exc}); preparing it again.", file=sys.stderr)
-            base = prepare_default_model(progress=progress, force=True)
-            model = _load_model(str(base), "onnx", progress, lambda force: template_onnx_file(ADAPTER, 12, force=True))
-        return cls(DEFAULT_MODEL, model, adapted_folder(base, ADAPTER).name)
+        return cls(name, model, build)
 
     @property
     def identity(self) -> str:
@@ -137,6 +117,19 @@ class Embedder:
             convert_to_numpy=True, show_progress_bar=progress,
         )
         return np.ascontiguousarray(vectors, dtype=np.float32).reshape(len(texts), self.dimension)
+
+
+def _open(name: str, backend: str, progress: bool, *, force: bool):
+    """The model and its build (a bundled model's folder name, which carries its adapter's digest; "" for
+    others). The default model on ONNX Runtime is filled from the shipped graph template (seconds,
+    :mod:`qa.graph_template`), the base folder giving it the tokenizer, pooling and prompts it shares."""
+    if name == DEFAULT_MODEL and backend == "onnx":
+        base = prepare_default_model(force=force, progress=progress)
+        model = _load_model(str(base), backend, progress,
+                            lambda again: template_onnx_file(base, ADAPTER, 12, force=force or again))
+        return model, adapted_folder(base, ADAPTER).name
+    location = resolve_model(name, force=force, progress=progress)[1]
+    return _load_model(location, backend, progress), Path(location).name if name in (DEFAULT_MODEL, BASE_MODEL) else ""
 
 
 def _load_model(location: str, backend: str, progress: bool,

