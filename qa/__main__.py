@@ -89,9 +89,9 @@ def _tune(args: argparse.Namespace) -> int:
 
 def _train_reader(args: argparse.Namespace) -> int:
     from .adapters import MANIFEST
-    from .reader_training import train_reader
+    from .reader_training import choose_and_record, train_reader
 
-    adapter = train_reader()
+    adapter = choose_and_record() if args.serving_only else train_reader()
     print(f"wrote {adapter}; the settings chosen on the dev stories are in {adapter / MANIFEST}")
     return 0
 
@@ -150,6 +150,8 @@ def parser() -> argparse.ArgumentParser:
     tune.set_defaults(run=_tune)
     reader = commands.add_parser("train-reader", help="retrain the reader's shipped adapter (qa/weights/reader) "
                                  "on qa/data/news and choose its settings on the dev stories (tens of minutes)")
+    reader.add_argument("--serving-only", action="store_true", help="keep the trained adapter; only choose again "
+                        "how many candidates it reads, the cosine's weight and the threshold (minutes)")
     reader.set_defaults(run=_train_reader)
     bench = commands.add_parser("bench", parents=[common], help="measure speed and memory")
     bench.add_argument("--quick", action="store_true", help="skip the large synthetic index sizes")

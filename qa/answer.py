@@ -48,7 +48,7 @@ class Citation:
     source: str = ""  # where the article came from: file path, URL or "pasted text"
     highlights: tuple[tuple[int, int], ...] = ()  # character spans of ``text`` that answer (the reader's span)
     answer: str = ""  # the words of ``text`` that answer, as the reader found them ("" when not read)
-    reader_score: float | None = None  # the reader's log-odds that this sentence answers (None: not read)
+    reader_score: float | None = None  # the reader's score that this sentence answers, against its threshold (None: not read)
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -210,22 +212,30 @@ def warm_latency(engines: dict[str, qa.Engine], questions: list[str], rounds: in
     return table
 
 
-def reader_cost(engine: qa.Engine, questions: list[str], rounds: int) -> dict[str, dict]:
-    """ask() with the reader and with the first stage alone, taking turns question by question: what
-    the second stage adds per question (p50 of the paired differences)."""
-    first = engine.with_config(reader=False)
-    times: dict[str, list[float]] = {"with the reader": [], "first stage alone": []}
-    engine.ask(questions[0]), first.ask(questions[0])  # warm-up
+def reader_cost(engine: qa.Engine, questions: list[str], rounds: int,
+                counts: Sequence[int] = (1, 2, 3, 4, 8)) -> list[dict]:
+    """ask() with the reader reading each number of candidates and with the first stage alone, taking
+    turns question by question: what the second stage adds per question (p50 of the paired
+    differences), so the served count can be checked against the latency budget
+    (:data:`qa.reader_training.CANDIDATE_COUNTS`)."""
+    served = engine.reader.serving
+    trials = {"first stage alone": engine.with_config(reader=False)}
+    for count in sorted({*counts, served.candidates}):
+        label = f"reading {count}" + (" (served)" if count == served.candidates else "")
+        trials[label] = engine.with_config(reader=engine.reader.with_serving(replace(served, candidates=count)))
+    times: dict[str, list[float]] = {name: [] for name in trials}
+    for e in trials.values():
+        e.ask(questions[0])  # warm-up
     for _ in range(rounds):
         for question in questions:
-            for name, e in (("with the reader", engine), ("first stage alone", first)):
+            for name, e in trials.items():
                 t0 = time.perf_counter()
                 e.ask(question)
                 times[name].append((time.perf_counter() - t0) * 1000)
-    added = [a - b for a, b in zip(times["with the reader"], times["first stage alone"])]
-    table = {name: {"ask p50 ms": _percentile(t, 50), "ask p95 ms": _percentile(t, 95)} for name, t in times.items()}
-    table["added by the reader"] = {"ask p50 ms": _percentile(added, 50), "ask p95 ms": _percentile(added, 95)}
-    return table
+    alone = times["first stage alone"]
+    return [{"run": name, "ask p50 ms": _percentile(t, 50), "ask p95 ms": _percentile(t, 95),
+             "added p50 ms": _percentile([a - b for a, b in zip(t, alone)], 50),
+             "added p95 ms": _percentile([a - b for a, b in zip(t, alone)], 95)} for name, t in times.items()]
 
 
 def gold_agreement(engines: dict[str, qa.Engine]) -> list[dict]:
@@ -337,9 +347,9 @@ def main(args: argparse.Namespace) -> int:
                        warm_latency(engines, questions, 3)))
         reading = engines[backends[0]]
         if reading.reader:
-            print(_columns(f"The reader's cost: ask() with it and without it, {len(questions)} gold questions x 3 "
-                           f"rounds, taking turns ({reading.reader.serving.candidates} candidates read)",
-                           reader_cost(reading, questions, 3)))
+            print(_rows(f"The reader's cost: ask() reading each number of candidates and with the first stage alone, "
+                        f"{len(questions)} gold questions x 3 rounds, taking turns",
+                        reader_cost(reading, questions, 3)))
         rows = gold_agreement(engines)
         print(_rows("Gold set per group, backends side by side", rows))
         worst = max(abs(r[f"R@1 {backends[0]}"] - r[f"R@1 {b}"]) for r in rows for b in backends[1:])

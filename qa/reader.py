@@ -54,10 +54,12 @@ class Reading:
 
     hit: Hit
     score: float | None
-    """Log-odds that this sentence answers, against "none of them does" (plus :attr:`Serving.fusion` times
-    the cosine); None for a hit the reader did not read."""
+    """Log-odds that this sentence answers, against "none of them does", plus :attr:`Serving.answer_fusion`
+    times the cosine: what is compared with :attr:`Serving.threshold`. None for a hit the reader did not read."""
     answer: tuple[int, int]
     """Character span of the answer in ``hit.passage.text``."""
+    rank: float | None = None
+    """What orders the candidates read: the log-odds plus :attr:`Serving.order_fusion` times the cosine."""
 
 
 @dataclass(frozen=True)
@@ -114,12 +116,15 @@ def best_span(start: np.ndarray, end: np.ndarray, longest: int) -> tuple[int, in
 class Serving:
     """How the reader is used; chosen on the "dev" stories and recorded in the manifest."""
 
-    candidates: int = 5
+    candidates: int = 2
     """First-stage candidates read per question."""
     threshold: float = 0.0
-    """Best score below which the articles are taken not to answer."""
-    fusion: float = 0.0
-    """Weight of the first stage's cosine added to the reader's score."""
+    """Score (:attr:`Reading.score`) below which a candidate is taken not to answer."""
+    order_fusion: float = 0.0
+    """Weight of the first stage's cosine added to the reader's log-odds to order the candidates."""
+    answer_fusion: float = 0.0
+    """Weight of the cosine in the score compared with the threshold: chosen apart from the order's, since
+    on dev the best order and the best refusal wanted different weights."""
 
 
 class Reader:
@@ -181,28 +186,30 @@ class Reader:
         ids, mask, candidate = batch_arrays(features)
         feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
         states = self.session.run(None, {i.name: feed[i.name] for i in self.session.get_inputs()})[0]
-        scores, starts, ends = apply_heads(self.heads, states, candidate)
-        scores = scores + self.serving.fusion * np.array([h.dense for h in hits])
+        log_odds, starts, ends = apply_heads(self.heads, states, candidate)
+        cosines = np.array([h.dense for h in hits])
+        scores = log_odds + self.serving.answer_fusion * cosines
+        ranks = log_odds + self.serving.order_fusion * cosines
         readings = []
         for row, (hit, f) in enumerate(zip(hits, features)):
             n = len(f.offsets)
-            if n == 0:
-                readings.append(Reading(hit, float(scores[row]), (0, 0)))
-                continue
-            first, last = best_span(starts[row, f.first:f.first + n], ends[row, f.first:f.first + n],
-                                    self.settings.answer_tokens)
-            readings.append(Reading(hit, float(scores[row]), (f.offsets[first][0], f.offsets[last][1])))
-        return sorted(readings, key=lambda r: -r.score)
+            span = (0, 0)
+            if n:
+                first, last = best_span(starts[row, f.first:f.first + n], ends[row, f.first:f.first + n],
+                                        self.settings.answer_tokens)
+                span = (f.offsets[first][0], f.offsets[last][1])
+            readings.append(Reading(hit, float(scores[row]), span, float(ranks[row])))
+        return sorted(readings, key=lambda r: -r.rank)
 
 
 def answering(readings: Sequence[Reading], threshold: float, *, most: int = 3) -> list[int]:
-    """Positions of the readings that answer: the best of each article scoring at least ``threshold``,
-    best first, at most ``most`` (several articles answering is how a reader sees whether sources agree)."""
+    """Positions of the readings that answer, in their order: the first of each article scoring at least
+    ``threshold``, at most ``most`` (several articles answering is how a reader sees whether sources agree)."""
     chosen: dict[str, int] = {}
     for i, r in enumerate(readings):
         if r.score is not None and r.score >= threshold and r.hit.passage.document not in chosen:
             chosen[r.hit.passage.document] = i
-    return sorted(chosen.values(), key=lambda i: -readings[i].score)[:most]
+    return sorted(chosen.values())[:most]
 
 
 def neighbours_of(document, index: int) -> tuple[str, str]:

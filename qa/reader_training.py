@@ -14,6 +14,7 @@ measured (``python -m qa eval``). Seeded and single-threaded, so one command giv
 
 from __future__ import annotations
 
+import json
 import random
 import tempfile
 from dataclasses import asdict, dataclass, field
@@ -22,13 +23,19 @@ from typing import Literal
 
 import numpy as np
 
-from .adapters import data_digest, write_adapter
+from .adapters import MANIFEST, data_digest, read_manifest, write_adapter
 from .embedding import BASE_MODEL
 from .reader import (ADAPTER, HEADS, Features, Reader, ReaderSettings, Serving, batch_arrays, encode_pair,
                      neighbours_of, truncated_encoder)
 from .reader_data import ARTICLES, QUESTIONS, SPLIT, Item, load
 
 COMMAND = "python -m qa train-reader"
+CANDIDATE_COUNTS = (2,)
+"""How many first-stage candidates the reader may read per question. At most what fits the 30 ms it may
+add to ``ask()`` on a 2-core machine (about 12 ms a candidate; ``python -m qa bench`` prints each count's
+cost), and at least two, so that a second article's answer can be shown beside the first (one candidate
+scored higher on dev, 0.652 R@1 + 24.2% refused against 0.687 + 17.9%, but can never show sources that
+differ)."""
 
 
 @dataclass(frozen=True)
@@ -233,38 +240,71 @@ def train_reader(*, settings: TrainingSettings = TrainingSettings(), adapter: Pa
                 "trained_on": {"articles": len(documents), "questions": len(items)}}
     write_adapter(model.encoder, adapter, manifest)
     save_file(model.heads(), str(adapter / HEADS))
+    return choose_and_record(adapter, progress=progress)
+
+
+def choose_and_record(adapter: Path = ADAPTER, *, progress: bool = True) -> Path:
+    """Choose how to serve the adapter on "dev" (:func:`choose_serving`) and record it in its manifest;
+    alone (``python -m qa train-reader --serving-only``) it re-chooses without retraining."""
     serving, figures = choose_serving(Reader.load(adapter=adapter, progress=progress))
-    write_adapter(model.encoder, adapter, {**manifest, "serving": asdict(serving), "dev": figures})
+    manifest = {**read_manifest(adapter), "serving": asdict(serving), "dev": figures}
+    (adapter / MANIFEST).write_text(json.dumps(manifest, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     return adapter
 
 
+FUSIONS = (0.0, 2.0, 5.0, 10.0, 20.0)
+"""Weights of the first stage's cosine tried in the order and in the refusal score."""
+
+
+class _Keeping(Reader):
+    """The reader as it is, keeping each question's candidates (in the first stage's order) and their
+    log-odds, so that every serving setting can be scored from one pass."""
+
+    def __init__(self, reader: Reader, candidates: int) -> None:
+        super().__init__(reader.session, reader.tokenizer, reader.heads, reader.settings,
+                         Serving(candidates, -np.inf), reader.version)
+        self.kept: list[tuple[list, np.ndarray, np.ndarray]] = []
+
+    def read(self, question, hits, neighbours):
+        readings = super().read(question, hits, neighbours)
+        log_odds = {id(r.hit): r.score for r in readings}
+        hits = hits[:self.serving.candidates]
+        self.kept.append(([(h.passage.document, h.passage.number - 1) for h in hits],
+                          np.array([log_odds[id(h)] for h in hits]), np.array([h.dense for h in hits])))
+        return readings
+
+
 def choose_serving(reader: Reader, *, most_false_refusals: float = 0.05) -> tuple[Serving, dict]:
-    """On the "dev" stories: how many candidates to read and how much of the cosine to add (best R@1 plus
-    unanswerable questions refused, among the settings whose R@1 is at least the first stage's), and the
-    refusal threshold that wrongly refuses at most
-    ``most_false_refusals`` of the answerable questions."""
+    """On the "dev" stories: how many candidates to read (of :data:`CANDIDATE_COUNTS`) and the cosine's
+    weights in the order and in the refusal score (of :data:`FUSIONS`), with the refusal threshold that
+    wrongly refuses at most ``most_false_refusals`` of the answerable questions. Kept: the best R@1 plus
+    share of unanswerable questions refused, among the settings whose R@1 is at least the first stage's."""
     documents, items = load({"dev"})
-    best: tuple[float, Serving, dict] | None = None
+    keeping = _Keeping(reader, max(CANDIDATE_COUNTS))
     with tempfile.TemporaryDirectory() as folder:
         engine = first_stage(documents, Path(folder))
         alone = engine.ask_many([i.question for i in items], top_k=1)
-        floor = np.mean([(a.citations[0].document, a.citations[0].sentence - 1) == (i.article, i.sentence)
-                         for a, i in zip(alone, items) if i.answer is not None])
-        for candidates in (4, 5, 8):
-            for fusion in (0.0, 2.0, 5.0, 10.0, 20.0):
-                trial = engine.with_config(reader=reader.with_serving(Serving(candidates, -np.inf, fusion)))
-                answers = trial.ask_many([i.question for i in items], top_k=1)
-                top = [a.citations[0] for a in answers]
-                scores = np.array([c.reader_score for c in top])
-                answerable = np.array([i.answer is not None for i in items])
-                right = np.array([i.answer is not None and (c.document, c.sentence - 1) == (i.article, i.sentence)
-                                  for c, i in zip(top, items)])
+        engine.with_config(reader=keeping).ask_many([i.question for i in items], top_k=1)
+    floor = np.mean([(a.citations[0].document, a.citations[0].sentence - 1) == (i.article, i.sentence)
+                     for a, i in zip(alone, items) if i.answer is not None])
+    answerable = np.array([i.answer is not None for i in items])
+    best: tuple[float, Serving, dict] | None = None
+    for candidates in CANDIDATE_COUNTS:
+        for order_fusion in FUSIONS:
+            for answer_fusion in FUSIONS:
+                right, scores = [], []
+                for item, (found, log_odds, cosines) in zip(items, keeping.kept):
+                    found, log_odds, cosines = found[:candidates], log_odds[:candidates], cosines[:candidates]
+                    top = int(np.argmax(log_odds + order_fusion * cosines))
+                    right.append(item.answer is not None and found[top] == (item.article, item.sentence))
+                    scores.append(float(np.max(log_odds + answer_fusion * cosines)))
+                right, scores = np.array(right), np.array(scores)
                 threshold = float(np.quantile(scores[answerable], most_false_refusals, method="lower"))
-                figures = {"candidates": candidates, "fusion": fusion, "threshold": round(threshold, 4),
-                           "recall_at_1": round(float(right[answerable].mean()), 4),
+                figures = {"candidates": candidates, "order_fusion": order_fusion, "answer_fusion": answer_fusion,
+                           "threshold": round(threshold, 4), "recall_at_1": round(float(right[answerable].mean()), 4),
                            "refused_unanswerable": round(float((scores[~answerable] < threshold).mean()), 4),
                            "refused_answerable": round(float((scores[answerable] < threshold).mean()), 4)}
                 value = figures["recall_at_1"] + figures["refused_unanswerable"]
                 if figures["recall_at_1"] >= floor and (best is None or value > best[0] + 1e-9):  # never worse order
-                    best = (value, Serving(candidates, threshold, fusion), figures)
+                    best = (value, Serving(candidates, threshold, order_fusion, answer_fusion), figures)
     return best[1], best[2]
