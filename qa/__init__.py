@@ -32,7 +32,7 @@ from .index import IndexProblem, SentenceIndex, open_index
 from .ingest import from_any, from_text
 from .library import (SESSION_MAX_ARTICLES, SESSION_MAX_BYTES, ArticleInfo, Library, Part, Progress, Session,
                       Snapshot)
-from .reader import Reader, Reading, answering, neighbours_of
+from .reader import Reader, Reading, answers_first, neighbours_of
 from .search import BASE_MODEL_OFFSETS, Hit, SearchConfig, Searcher, rank
 
 __all__ = ["load", "Engine", "Session", "Document", "ArticleInfo", "Answer", "Citation", "SearchConfig", "Reader",
@@ -194,15 +194,14 @@ class Engine:
         return answers
 
     def _read(self, snapshot: Snapshot, question: str, hits: list[Hit], top_k: int) -> tuple[list[Reading], list[int]]:
-        """The candidates to cite, best first, and the positions of those that answer."""
+        """The candidates to cite, in order (those that answer first), and the positions of those that answer."""
         if self.reader is None:
             found = bool(hits) and max(h.dense for h in hits) >= self.threshold
             return [Reading(h, None, (0, 0)) for h in hits[:top_k]], [0] if found else []
         readings = self.reader.read(question, hits, lambda s: neighbours_of(snapshot.document(s.document), s.number - 1))
         readings += [Reading(h, None, (0, 0)) for h in hits[len(readings):]]
-        chosen = answering(readings, self.reader.serving.threshold)
-        kept = sorted(set(range(min(top_k, len(readings)))) | set(chosen))  # an answer is always cited
-        return [readings[k] for k in kept], [kept.index(c) for c in chosen]
+        readings, answering = answers_first(readings, self.reader.serving.threshold)
+        return readings[:max(top_k, answering)], list(range(answering))  # an answer is always cited
 
     def _search(self, snapshot: Snapshot, question: str, vector: np.ndarray, context: np.ndarray | None,
                 top_k: int, articles: Sequence[str] | None):

@@ -72,4 +72,8 @@ def write_adapter(peft_model, folder: Path, manifest: dict) -> None:
     (folder / "README.md").unlink(missing_ok=True)  # peft's model-card template says nothing of ours
     weights = folder / _ADAPTER_FILES[1]  # float16 halves the file; loading casts it back to float32
     save_file({k: v.astype("float16") for k, v in load_file(str(weights)).items()}, str(weights))
+    write_manifest(folder, manifest)
+
+
+def write_manifest(folder: Path, manifest: dict) -> None:
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")

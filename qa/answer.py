@@ -48,7 +48,7 @@ class Citation:
     source: str = ""  # where the article came from: file path, URL or "pasted text"
     highlights: tuple[tuple[int, int], ...] = ()  # character spans of ``text`` that answer (the reader's span)
     answer: str = ""  # the words of ``text`` that answer, as the reader found them ("" when not read)
-    reader_score: float | None = None  # the reader's score that this sentence answers, against its threshold (None: not read)
+    reader_score: float | None = None  # the reader's score, compared with its threshold (None: not read)
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ class Answer:
     text: str
     citations: tuple[Citation, ...]
     notice: str = ""  # set when the question was empty or had to be shortened
-    answering: tuple[int, ...] = ()  # numbers of the citations the reply gives as answers, best first
+    answering: tuple[int, ...] = ()  # numbers of the citations the reply gives as answers: the first ones, in order
 
     def to_dict(self) -> dict:
         """Plain data with the same field names as the attributes (for JSON)."""
@@ -102,7 +102,7 @@ def empty_answer(question: str) -> Answer:
 def compose(question: str, readings: list[Reading], *, answering: list[int], notice: str = "",
             articles: Mapping[str, tuple[str, str]] | None = None) -> Answer:
     """Number the candidates and write the reply; ``answering`` holds the positions of the readings that
-    answer, best first (decided by the reader, or by the first stage's cosine without one): several when
+    answer, in order (decided by the reader, or by the first stage's cosine without one): several when
     articles answer each in their own way. ``articles`` maps each article's name to its (title, source)."""
     articles = articles or {}
     citations = tuple(

@@ -233,9 +233,13 @@ def reader_cost(engine: qa.Engine, questions: list[str], rounds: int,
                 e.ask(question)
                 times[name].append((time.perf_counter() - t0) * 1000)
     alone = times["first stage alone"]
-    return [{"run": name, "ask p50 ms": _percentile(t, 50), "ask p95 ms": _percentile(t, 95),
-             "added p50 ms": _percentile([a - b for a, b in zip(t, alone)], 50),
-             "added p95 ms": _percentile([a - b for a, b in zip(t, alone)], 95)} for name, t in times.items()]
+    rows = []
+    for name, t in times.items():
+        added = [a - b for a, b in zip(t, alone)]
+        rows.append({"run": name, "ask p50 ms": _percentile(t, 50), "ask p95 ms": _percentile(t, 95),
+                     "added p50 ms": "—" if t is alone else _percentile(added, 50),
+                     "added p95 ms": "—" if t is alone else _percentile(added, 95)})
+    return rows
 
 
 def gold_agreement(engines: dict[str, qa.Engine]) -> list[dict]:

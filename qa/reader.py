@@ -46,6 +46,9 @@ class ReaderSettings:
     sentence_tokens: int = 80
     answer_tokens: int = 24
     """Longest answer span, in tokens."""
+    int8: bool = True
+    """Served with its matrix products in int8 (ONNX Runtime's dynamic quantisation, per channel; trained
+    in float32): about half the time of float32, the same dev figures (docs/reader.md)."""
 
 
 @dataclass(frozen=True)
@@ -58,7 +61,7 @@ class Reading:
     times the cosine: what is compared with :attr:`Serving.threshold`. None for a hit the reader did not read."""
     answer: tuple[int, int]
     """Character span of the answer in ``hit.passage.text``."""
-    rank: float | None = None
+    order_score: float | None = None
     """What orders the candidates read: the log-odds plus :attr:`Serving.order_fusion` times the cosine."""
 
 
@@ -126,6 +129,14 @@ class Serving:
     """Weight of the cosine in the score compared with the threshold: chosen apart from the order's, since
     on dev the best order and the best refusal wanted different weights."""
 
+    def readings(self, hits: Sequence[Hit], log_odds: np.ndarray, spans: Sequence[tuple[int, int]]) -> list[Reading]:
+        """The reader's judgement of ``hits`` (:meth:`Reader.judge`) as readings, in this serving's order."""
+        cosines = np.array([h.dense for h in hits])
+        scores = log_odds + self.answer_fusion * cosines
+        order = log_odds + self.order_fusion * cosines
+        readings = [Reading(h, float(s), span, float(o)) for h, s, span, o in zip(hits, scores, spans, order)]
+        return sorted(readings, key=lambda r: -r.order_score)
+
 
 class Reader:
     """The trained reader, run by ONNX Runtime; load once with :meth:`load`."""
@@ -154,12 +165,18 @@ class Reader:
         from .embedding import _session_options
 
         manifest = read_manifest(adapter)
-        settings = ReaderSettings(**manifest["settings"]["reader"])
+        try:
+            settings = ReaderSettings(**manifest["settings"]["reader"])
+            serving = Serving(**manifest["serving"])
+        except (KeyError, TypeError) as exc:
+            raise ModelError(f"{adapter / 'manifest.json'} does not describe this reader ({exc!r}): restore it "
+                             "with git checkout, or choose its serving again with "
+                             "`python -m qa train-reader --serving-only`") from exc
         base = prepare_default_model(progress=progress)
 
         def open_session(force: bool):
-            return onnxruntime.InferenceSession(str(template_onnx_file(base, adapter, settings.layers, force=force)),
-                                                _session_options(), providers=["CPUExecutionProvider"])
+            path = template_onnx_file(base, adapter, settings.layers, int8=settings.int8, force=force)
+            return onnxruntime.InferenceSession(str(path), _session_options(), providers=["CPUExecutionProvider"])
 
         try:
             try:
@@ -172,44 +189,49 @@ class Reader:
             raise
         except Exception as exc:  # onnxruntime and safetensors raise their own kinds
             raise ModelError(f"the reader cannot be opened ({exc}); restore qa/weights/reader with git checkout") from exc
-        return cls(session, AutoTokenizer.from_pretrained(str(base)), heads, settings,
-                   Serving(**manifest.get("serving", {})), f"{base.name}-reader-{adapter_digest(adapter)}")
+        return cls(session, AutoTokenizer.from_pretrained(str(base)), heads, settings, serving,
+                   f"{base.name}-reader-{adapter_digest(adapter)}")
 
     def read(self, question: str, hits: Sequence[Hit],
              neighbours: Callable[[Sentence], tuple[str, str]]) -> list[Reading]:
-        """The first :attr:`Serving.candidates` hits read with the question in one batch, best first."""
+        """The first :attr:`Serving.candidates` hits read with the question in one batch, in the order."""
         hits = hits[:self.serving.candidates]
-        if not hits:
-            return []
+        return self.serving.readings(hits, *self.judge(question, hits, neighbours)) if hits else []
+
+    def judge(self, question: str, hits: Sequence[Hit], neighbours: Callable[[Sentence], tuple[str, str]]
+              ) -> tuple[np.ndarray, list[tuple[int, int]]]:
+        """Each hit's log-odds that it answers (against "none of them does") and the character span of its
+        answer, in the hits' order. In int8 a hit's figures depend a little on the rest of its batch (the
+        activations share one scale), so judge the hits that are served together."""
         features = [encode_pair(self.tokenizer, question, h.passage.text, *neighbours(h.passage), self.settings)
                     for h in hits]
         ids, mask, candidate = batch_arrays(features)
         feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
         states = self.session.run(None, {i.name: feed[i.name] for i in self.session.get_inputs()})[0]
         log_odds, starts, ends = apply_heads(self.heads, states, candidate)
-        cosines = np.array([h.dense for h in hits])
-        scores = log_odds + self.serving.answer_fusion * cosines
-        ranks = log_odds + self.serving.order_fusion * cosines
-        readings = []
-        for row, (hit, f) in enumerate(zip(hits, features)):
+        spans = []
+        for row, f in enumerate(features):
             n = len(f.offsets)
-            span = (0, 0)
-            if n:
-                first, last = best_span(starts[row, f.first:f.first + n], ends[row, f.first:f.first + n],
-                                        self.settings.answer_tokens)
-                span = (f.offsets[first][0], f.offsets[last][1])
-            readings.append(Reading(hit, float(scores[row]), span, float(ranks[row])))
-        return sorted(readings, key=lambda r: -r.rank)
+            if not n:
+                spans.append((0, 0))
+                continue
+            first, last = best_span(starts[row, f.first:f.first + n], ends[row, f.first:f.first + n],
+                                    self.settings.answer_tokens)
+            spans.append((f.offsets[first][0], f.offsets[last][1]))
+        return log_odds.astype(np.float64), spans
 
 
-def answering(readings: Sequence[Reading], threshold: float, *, most: int = 3) -> list[int]:
-    """Positions of the readings that answer, in their order: the first of each article scoring at least
-    ``threshold``, at most ``most`` (several articles answering is how a reader sees whether sources agree)."""
+def answers_first(readings: Sequence[Reading], threshold: float, *, most: int = 3) -> tuple[list[Reading], int]:
+    """The readings with those that answer moved to the front, in their order, and how many answer: the
+    first of each article scoring at least ``threshold``, at most ``most`` (several articles answering is
+    how a reader sees whether sources agree). So the first citation is the answer the reply gives."""
     chosen: dict[str, int] = {}
     for i, r in enumerate(readings):
-        if r.score is not None and r.score >= threshold and r.hit.passage.document not in chosen:
+        if (len(chosen) < most and r.score is not None and r.score >= threshold
+                and r.hit.passage.document not in chosen):
             chosen[r.hit.passage.document] = i
-    return sorted(chosen.values())[:most]
+    front = sorted(chosen.values())
+    return [readings[i] for i in front] + [r for i, r in enumerate(readings) if i not in front], len(front)
 
 
 def neighbours_of(document, index: int) -> tuple[str, str]:

@@ -34,9 +34,9 @@ JSON_SINGLE_P50_MS = 25
 """Target: one JSON client's round trip, median, on loopback."""
 WARM_UP = 10
 """Questions asked through each API before anything is timed."""
-# (question, sentence that must be cited first)
+# (question, sentence that must be cited first): seed questions the shipped reader answers right (tests/test_answers.py)
 QUESTIONS = [
-    ("Where is the factory?", 6), ("Which port do the drones pass through?", 9),
+    ("Where is the factory?", 6), ("Welk gevechtsvliegtuig wil Iran kopen?", 13),
     ("What fighter jet does Iran want to buy?", 13), ("Who is the White House spokesman?", 3),
     ("Which newspaper reported the deal in November?", 10), ("Wanneer kan de fabriek volledig draaien?", 7),
     ("Welke straaljager koopt Iran van Rusland?", 13), ("Via welke zee worden de drones vervoerd?", 9),

