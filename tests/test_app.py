@@ -28,11 +28,11 @@ def _answer_and_sources(reply: list[dict]) -> tuple[str, str]:
 def test_english_question_through_the_api(client, engine):
     reply = client.predict(message="Where is the factory?", api_name="/chat")
     answer, sources = _answer_and_sources(reply)
-    assert answer.startswith("**") and "Alabuga" in answer.split("**")[1] and "[1]" in answer  # the answer first
+    assert answer.startswith("**") and "Tatarstan" in answer.split("**")[1] and "[1]" in answer  # the answer first
     seed = engine.document("000_e2981c027b46f4f0.txt")
     # by its title (from seeds/*.title) and file name, in Markdown like the rest of the reply
     assert sources.startswith(f"[1] {markdown_escape(seed.title)} ({markdown_escape(seed.name)}), sentence 6")
-    assert "»Het Witte Huis heeft beelden vrijgegeven van een faciliteit in **de Alabuga" in sources
+    assert "faciliteit in de Alabuga Special Economic Zone, in **de Russische republiek Tatarstan**," in sources
 
 
 def test_dutch_question_through_the_api(client, engine):
@@ -140,7 +140,7 @@ def test_browser_asks_sees_citation_and_expands_sources(server, browser):
     _ask_in_page(page, "Where is the factory?")
     bot = page.locator("[data-testid=bot]").first
     assert "Alabuga" in bot.inner_text() and "[1]" in bot.inner_text()
-    assert "Alabuga Special Economic Zone" in bot.locator("strong").first.inner_text()  # the answer, in bold
+    assert "Tatarstan" in bot.locator("strong").first.inner_text()  # the answer, in bold
     assert "**" not in bot.inner_text()
     page.locator(".thought-group .title").first.click()
     page.wait_for_timeout(800)
