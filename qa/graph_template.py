@@ -43,9 +43,9 @@ INT8_LAYERS = (6,)
 matrix products (symmetric, per output column), the embeddings left in float32."""
 _QUANTISED = ("MatMul", "Attention")
 _PARTS = ("_quantized", "_scale", "_zero_point")
+"""ONNX Runtime's suffixes for the int8 values, scales and zero points of a quantised initialiser."""
 _FILLING = 2
 """Version of the filling code (:func:`_int8` included), part of the cache key: a new one remakes the files."""
-"""ONNX Runtime's suffixes for the int8 values, scales and zero points of a quantised initialiser."""
 _ALIGN = 4096
 _KEEP_BYTES = 1 << 20
 """Initialisers the recipe does not name (shape constants) stay in the template; none may be this big."""
@@ -129,12 +129,14 @@ def template_onnx_file(base_folder: Path, adapter: Path, layers: int, *, int8: b
 
     def write(graph: Path) -> None:
         with graph.with_name(data.name).open("wb") as out:  # written here, not through protobuf: half a GB once
-            quantised = {}  # each weight's int8 values, scales and zero points, made once
+            quantised = {}  # each weight's int8 values, scales and zero points, made once for its three parts
             for name, (how, sources, *part) in recipe.items():
-                array = _filled(how, [state[s] for s in sources])
-                if part:
+                if not part:
+                    array = _filled(how, [state[s] for s in sources])
+                else:
                     key = (how, *sources)
-                    quantised[key] = quantised.get(key) or _int8(array)
+                    if key not in quantised:
+                        quantised[key] = _int8(_filled(how, [state[s] for s in sources]))
                     array = quantised[key][_PARTS.index(part[0])]
                 array = np.ascontiguousarray(array)
                 out.seek(-out.tell() % _ALIGN, os.SEEK_CUR)  # aligned, so ONNX Runtime can map it
