@@ -36,8 +36,8 @@ from .adapters import WEIGHTS, AdapterError, adapter_digest
 from .model_format import ModelError, _PREPARED_NAME, cache_dir, install_onnx, transformer_folder
 
 GRAPHS = WEIGHTS / "graphs"
-LAYERS = (12, 6, 3)
-"""The depths with a shipped template: the embedder's 12, and readers of 6 or 3 layers."""
+LAYERS = (12, 6)
+"""The depths with a shipped template: the embedder's 12 and the reader's 6."""
 INT8_LAYERS = (6,)
 """The depths with an int8 template too (the reader's): ONNX Runtime's dynamic quantisation of the
 matrix products (symmetric, per output column), the embeddings left in float32."""
