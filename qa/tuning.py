@@ -105,6 +105,7 @@ def tune(*, settings: TuningSettings = TuningSettings(), pairs_file: Path = TRAI
     write_adapter(model[0].model, adapter, manifest)
     if measure:
         manifest["threshold"] = first_stage_threshold()
+        write_adapter(model[0].model, adapter, manifest)  # the gold figures are measured at this threshold
         manifest["figures"] = _gold_figures()
         write_adapter(model[0].model, adapter, manifest)
     return adapter
