@@ -10,7 +10,7 @@ import numpy as np
 from qa.adapters import MANIFEST, adapter_digest, data_digest, read_manifest
 from qa.embedding import ADAPTER, Embedder, prepare_default_model
 from qa.model_format import prepare_adapted_model
-from qa.tuning import COMMAND, TRAINING_PAIRS, TuningSettings, read_pairs, training_files, tune
+from qa.tuning import COMMAND, TRAINING_PAIRS, TuningSettings, _gold_figures, read_pairs, training_files, tune
 
 
 def test_training_pairs_are_question_answer_and_hard_negative():
@@ -27,6 +27,12 @@ def test_the_shipped_adapter_was_trained_on_the_committed_data():
     assert manifest["command"] == COMMAND and manifest["settings"] == json.loads(json.dumps(vars(TuningSettings())))
     assert {"test/en", "test/nl", "test/all"} <= set(manifest["figures"])
     assert sum(p.stat().st_size for p in ADAPTER.iterdir()) < 10_000_000  # a few MB, never the model
+
+
+def test_the_shipped_adapters_gold_figures_are_measured_at_its_threshold():
+    """The manifest's held-out figures are what the shipped model gives now, at the manifest's threshold
+    (they were once measured before the threshold was written, at the fallback one)."""
+    assert read_manifest(ADAPTER)["figures"] == _gold_figures()
 
 
 def test_a_short_tuning_run_writes_an_adapter_that_merges_once(tmp_path):
