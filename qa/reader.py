@@ -155,9 +155,10 @@ class Reader:
         return Reader(self.session, self.tokenizer, self.heads, self.settings, serving, self.version)
 
     @classmethod
-    def load(cls, *, adapter: Path = ADAPTER, progress: bool = True) -> Reader:
+    def load(cls, *, adapter: Path = ADAPTER, serving: Serving | None = None, progress: bool = True) -> Reader:
         """Fill the shipped graph template of the first layers of e5-small with the adapter merged in (once,
-        seconds, :mod:`qa.graph_template`), and open it."""
+        seconds, :mod:`qa.graph_template`), and open it, served as its manifest says (or as ``serving`` says:
+        a reader just trained has no serving settings yet)."""
         import onnxruntime
         from safetensors.numpy import load_file
         from transformers import AutoTokenizer
@@ -167,7 +168,7 @@ class Reader:
         manifest = read_manifest(adapter)
         try:
             settings = ReaderSettings(**manifest["settings"]["reader"])
-            serving = Serving(**manifest["serving"])
+            serving = serving or Serving(**manifest["serving"])
         except (KeyError, TypeError) as exc:
             raise ModelError(f"{adapter / 'manifest.json'} does not describe this reader ({exc!r}): restore it "
                              "with git checkout, or choose its serving again with "
