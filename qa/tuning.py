@@ -105,8 +105,7 @@ def tune(*, settings: TuningSettings = TuningSettings(), pairs_file: Path = TRAI
     write_adapter(model[0].model, adapter, manifest)
     if measure:
         manifest["threshold"] = first_stage_threshold()
-        write_adapter(model[0].model, adapter, manifest)  # the gold figures are measured at this threshold
-        manifest["figures"] = _gold_figures()
+        manifest["figures"] = _gold_figures(manifest["threshold"])
         write_adapter(model[0].model, adapter, manifest)
     return adapter
 
@@ -174,16 +173,17 @@ def train(base_folder: Path, pairs: list[Pair], settings: TuningSettings, *, pro
         torch.set_num_threads(threads)
 
 
-def _gold_figures() -> dict:
+def _gold_figures(threshold: float) -> dict:
     """The default model with the adapter just written, on the gold set's held-out groups (all articles
-    loaded together, the default search settings, the first stage alone): each figure with its bootstrap
-    95% interval."""
+    loaded together, the default search settings, the first stage alone refusing below ``threshold``, the
+    one being written: not the manifest's on disk): each figure with its bootstrap 95% interval."""
     import qa
 
     from .evaluation import DEFAULT_ARTICLES, DEFAULT_GOLD, evaluate, load_gold
 
     with tempfile.TemporaryDirectory() as folder:
-        engine = qa.load(list(DEFAULT_ARTICLES), index_dir=folder, progress=False, reader=False)
+        engine = qa.load(list(DEFAULT_ARTICLES), index_dir=folder, threshold=threshold, progress=False,
+                         reader=False)
         groups = evaluate(engine, load_gold(DEFAULT_GOLD, engine), {"default": engine.config})["default"]
     kept = ("recall_at_1", "recall_at_3", "mrr", "right_article", "refused_unanswerable", "refused_answerable")
     return {name: {"n": s.questions, **{f: round(getattr(s, f), 4) for f in kept},
