@@ -36,6 +36,10 @@ cost), and at least two, so that a second article's answer can be shown beside t
 has a say in the order (docs/reader.md, attempt 6)."""
 
 
+SPARE = 8
+"""First-stage candidates asked for beyond those kept, to fill in for the ones left out."""
+
+
 @dataclass(frozen=True)
 class TrainingSettings:
     reader: ReaderSettings = field(default_factory=ReaderSettings)
@@ -47,7 +51,7 @@ class TrainingSettings:
     candidate_model: Literal["untuned", "shipped"] = "untuned"
     """Which first stage offers them: "untuned" (harder near misses, the same whatever embedder adapter
     ships) or "shipped" (the ones served)."""
-    epochs: int = 4
+    epochs: int = 3
     questions_per_step: int = 4
     learning_rate: float = 5e-4
     weight_decay: float = 0.01
@@ -56,6 +60,8 @@ class TrainingSettings:
     alpha: float = 64.0
     span_weight: float = 0.5
     seed: int = 0
+    threads: int = 2
+    """Torch threads while training: the same command gives the same adapter on the same machine."""
     targets: str = (r"encoder\.layer\.\d+\.(attention\.self\.(query|key|value)|attention\.output\.dense|"
                     r"intermediate\.dense|output\.dense)")
 
@@ -83,9 +89,13 @@ def first_stage(documents, folder: Path, model: str | None = None):
 
 
 def candidates_for(engine, items: list[Item], count: int) -> list[list[tuple[str, int]]]:
-    """The first stage's top ``count`` sentences (article, 0-based number) for each question."""
-    answers = engine.ask_many([i.question for i in items], top_k=count)
-    return [[(c.document, c.sentence - 1) for c in a.citations] for a in answers]
+    """The first stage's top ``count`` sentences (article, 0-based number) for each question, leaving out the
+    other language's article of the question's own story: it often says the same thing (or, with a conflicting
+    detail, answers what this one does not), so as a candidate it has no label, and as "does not answer" it
+    taught the reader to refuse answers (docs/reader.md, attempt 9)."""
+    answers = engine.ask_many([i.question for i in items], top_k=count + SPARE)
+    return [[(c.document, c.sentence - 1) for c in a.citations
+             if c.document == i.article or story_of(c.document) != i.story][:count] for i, a in zip(items, answers)]
 
 
 def off_topic_questions(engine, items: list[Item], settings: TrainingSettings) -> tuple[list[Item], list[list]]:
@@ -113,7 +123,9 @@ def make_examples(items: list[Item], documents, candidates: list[list[tuple[str,
         gold = (item.article, item.sentence)
         found = list(found)
         if include_gold and item.answer is not None and gold not in found:
-            found[-1] = gold
+            found = [*found[:-1], gold]
+        if not found:  # every candidate was the other language's article: nothing to learn from
+            continue
         features = []
         for article, index in found:
             document = by_name[article]
@@ -202,7 +214,7 @@ def train(examples: list[Example], base_folder: Path, settings: TrainingSettings
     from tqdm.auto import tqdm
 
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(settings.threads)
     torch.manual_seed(settings.seed)
     try:
         model = ReaderModel(base_folder, settings)

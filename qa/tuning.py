@@ -10,8 +10,8 @@ The pairs (``qa/data/tuning.jsonl``) come from the gold set's *tune* split only:
 question, its answering sentence, and the sentence of the same article the untuned model
 wrongly liked best (a hard negative). Only a low-rank adapter (LoRA, via peft) is trained and
 shipped, a few MB; :func:`qa.model_format.prepare_adapted_model` merges it into the base model
-on a user's machine. Training is seeded and single-threaded, so the same command gives the same
-adapter on the same machine. Nothing on the question path imports this module.
+on a user's machine. Training is seeded with a fixed number of threads, so the same command gives
+the same adapter on the same machine. Nothing on the question path imports this module.
 """
 
 from __future__ import annotations
@@ -39,6 +39,8 @@ class TuningSettings:
     weight_decay: float = 0.01
     scale: float = 20.0  # inverse temperature of the in-batch softmax (MultipleNegativesRankingLoss's default)
     seed: int = 0
+    threads: int = 2
+    """Torch threads while training: the same command gives the same adapter on the same machine."""
     rank: int = 32
     alpha: float = 64.0
     targets: str = (r"encoder\.layer\.\d+\.(attention\.self\.(query|key|value)|attention\.output\.dense|"
@@ -61,10 +63,13 @@ def read_pairs(path: Path = TRAINING_PAIRS) -> list[Pair]:
 def news_pairs(base_folder: Path) -> list[Pair]:
     """Pairs from the reader's "train" stories (:mod:`qa.reader_data`): each answerable question, its
     sentence, and the sentence the untuned model wrongly liked best with all those articles loaded
-    together (so the negative may come from another article on a neighbouring topic)."""
+    together (so the negative may come from another article on a neighbouring topic), never one of
+    the other language's article of the question's own story: that one mostly says the same thing,
+    so as a negative it taught the model to push answers away (docs/reader.md, attempts 9 and 11)."""
     import qa
 
     from .reader_data import ARTICLES, load, split_of, story_of
+    from .reader_training import SPARE
 
     _, items = load({"train"})
     items = [i for i in items if i.answer is not None]
@@ -72,13 +77,15 @@ def news_pairs(base_folder: Path) -> list[Pair]:
     with tempfile.TemporaryDirectory() as folder:
         engine = qa.load(paths, index_dir=folder, model=str(base_folder), backend="torch", progress=False,
                          reader=False)
-        answers = engine.ask_many([i.question for i in items], top_k=2)
+        answers = engine.ask_many([i.question for i in items], top_k=2 + SPARE)
         text = {(d.name, n): s.text for d in engine.documents for n, s in enumerate(d.sentences)}
     pairs = []
     for item, answer in zip(items, answers):
         positive = text[(item.article, item.sentence)]
-        negative = next(c.text for c in answer.citations if c.text != positive)
-        pairs.append(Pair(item.question, positive, negative))
+        negative = next((c.text for c in answer.citations if c.text != positive
+                         and (c.document == item.article or story_of(c.document) != item.story)), None)
+        if negative is not None:  # else every near miss was the other language's article
+            pairs.append(Pair(item.question, positive, negative))
     return pairs
 
 
@@ -136,7 +143,7 @@ def train(base_folder: Path, pairs: list[Pair], settings: TuningSettings, *, pro
     from tqdm.auto import tqdm
 
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(settings.threads)
     torch.manual_seed(settings.seed)
     try:
         model = SentenceTransformer(str(base_folder), device="cpu", model_kwargs={"dtype": torch.float32})
