@@ -283,8 +283,10 @@ def choose_and_record(adapter: Path = ADAPTER, *, progress: bool = True) -> Path
     return adapter
 
 
-FUSIONS = (0.0, 2.0, 5.0, 10.0, 20.0)
-"""Weights of the first stage's cosine tried in the order and in the refusal score."""
+FUSIONS = (0.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 1000.0)
+"""Weights of the first stage's cosine tried in the order and in the refusal score. 1000 is in effect the
+cosine alone (log-odds span about 20; cosines of two sentences rarely lie 0.001 apart): a first stage that
+orders better than the reader keeps its order, and the reader only refuses and finds the answer's words."""
 
 
 class _Keeping(Reader):
@@ -304,10 +306,10 @@ class _Keeping(Reader):
 
 def choose_serving(reader: Reader, *, most_false_refusals: float = 0.05) -> tuple[Serving, dict]:
     """On the "dev" stories: how many candidates to read (of :data:`CANDIDATE_COUNTS`) and the cosine's
-    weights in the order and in the score (of :data:`FUSIONS`), with the refusal threshold that wrongly
-    refuses at most ``most_false_refusals`` of the answerable questions. Kept: the best R@1 plus share of
-    unanswerable questions refused, among the settings whose R@1 is at least the first stage's. Each
-    setting is scored the way :class:`qa.Engine` serves it (:meth:`Serving.readings`, :func:`answers_first`)."""
+    weights in the order and in the score (of :data:`FUSIONS`), with the refusal
+    threshold that wrongly refuses at most ``most_false_refusals`` of the answerable questions. Kept: the best
+    R@1 plus share of unanswerable questions refused, among the settings whose R@1 is at least the first
+    stage's. Each setting is scored the way :class:`qa.Engine` serves it (:meth:`Serving.readings`, :func:`answers_first`)."""
     documents, items = load({"dev"})
     questions = [i.question for i in items]
     answerable = np.array([i.answer is not None for i in items])
