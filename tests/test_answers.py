@@ -20,8 +20,7 @@ ANSWERABLE = [
     ("Where will the drones be built?", 6),
     ("In which Russian region is the planned drone plant located?", 6),
     ("When could the plant be running at full capacity?", 7),
-    pytest.param("Which port do the drones pass through?", 9, marks=pytest.mark.xfail(
-        strict=True, reason="the reader puts sentence 8 (the map of launch sites) first; issue 16")),
+    ("Which port do the drones pass through?", 9),
     ("What fighter jet does Iran want to buy?", 13),
     ("Who is the White House spokesman?", 3),
     ("Which newspaper reported the deal in November?", 10),
