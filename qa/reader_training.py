@@ -7,9 +7,10 @@ reader learns on the near misses it will meet. The loss is listwise: one softmax
 them answers" and the candidates, so choosing one of k and refusing are the same decision; the
 answer span's start and end are learned on the answering candidate.
 
-The refusal threshold and the weight of the first stage's cosine in the final order are chosen on
-the "dev" stories, which the shipped reader never trains on; the held-out "test" stories are only
-measured (``python -m qa eval``). Seeded and single-threaded, so one command gives the same adapter.
+The refusal threshold and the weights of the first stage's cosine in the order and in the score are
+chosen on the "dev" stories, which the shipped reader never trains on; the held-out "test" stories are
+only measured (``python -m qa eval``). Seeded, with a fixed number of threads, so one command gives the
+same adapter on the same machine.
 """
 
 from __future__ import annotations
@@ -284,9 +285,9 @@ def choose_and_record(adapter: Path = ADAPTER, *, progress: bool = True) -> Path
 
 
 FUSIONS = (0.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 1000.0)
-"""Weights of the first stage's cosine tried in the order and in the refusal score. 1000 is in effect the
-cosine alone (log-odds span about 20; cosines of two sentences rarely lie 0.001 apart): a first stage that
-orders better than the reader keeps its order, and the reader only refuses and finds the answer's words."""
+"""Weights of the first stage's cosine tried in the order and in the refusal score. At 1000 the reader's
+log-odds (about -10 to +10) overturn only cosine gaps under about 0.02: for a first stage that orders
+better than the reader, which then mostly refuses and finds the answer's words."""
 
 
 class _Keeping(Reader):
@@ -306,10 +307,10 @@ class _Keeping(Reader):
 
 def choose_serving(reader: Reader, *, most_false_refusals: float = 0.05) -> tuple[Serving, dict]:
     """On the "dev" stories: how many candidates to read (of :data:`CANDIDATE_COUNTS`) and the cosine's
-    weights in the order and in the score (of :data:`FUSIONS`), with the refusal
-    threshold that wrongly refuses at most ``most_false_refusals`` of the answerable questions. Kept: the best
-    R@1 plus share of unanswerable questions refused, among the settings whose R@1 is at least the first
-    stage's. Each setting is scored the way :class:`qa.Engine` serves it (:meth:`Serving.readings`, :func:`answers_first`)."""
+    weights in the order and in the score (of :data:`FUSIONS`), with the refusal threshold that wrongly
+    refuses at most ``most_false_refusals`` of the answerable questions. Kept: the best R@1 plus share of
+    unanswerable questions refused, among the settings whose R@1 is at least the first stage's. Each
+    setting is scored the way :class:`qa.Engine` serves it (:meth:`Serving.readings`, :func:`answers_first`)."""
     documents, items = load({"dev"})
     questions = [i.question for i in items]
     answerable = np.array([i.answer is not None for i in items])
