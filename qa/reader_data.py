@@ -45,6 +45,13 @@ class Item:
     sentence: int
     answer: str | None
 
+    def unlabelled(self, article: str) -> bool:
+        """Whether ``article`` is the other language's version of this question's story: it mostly says the
+        same thing (or, with a conflicting detail, answers what this one does not), so its sentences are
+        neither the answer nor safely not the answer: no candidate and no negative to learn from
+        (docs/reader.md, attempts 9 and 11)."""
+        return article != self.article and story_of(article) == self.story
+
 
 def story_of(article: str) -> str:
     return article.split("_", 1)[1].rsplit(".", 1)[0]

@@ -91,12 +91,11 @@ def first_stage(documents, folder: Path, model: str | None = None):
 
 def candidates_for(engine, items: list[Item], count: int) -> list[list[tuple[str, int]]]:
     """The first stage's top ``count`` sentences (article, 0-based number) for each question, leaving out the
-    other language's article of the question's own story: it often says the same thing (or, with a conflicting
-    detail, answers what this one does not), so as a candidate it has no label, and as "does not answer" it
-    taught the reader to refuse answers (docs/reader.md, attempt 9)."""
+    other language's article of the question's own story (:meth:`Item.unlabelled`: as "does not answer" it
+    taught the reader to refuse answers)."""
     answers = engine.ask_many([i.question for i in items], top_k=count + SPARE)
-    return [[(c.document, c.sentence - 1) for c in a.citations
-             if c.document == i.article or story_of(c.document) != i.story][:count] for i, a in zip(items, answers)]
+    return [[(c.document, c.sentence - 1) for c in a.citations if not i.unlabelled(c.document)][:count]
+            for i, a in zip(items, answers)]
 
 
 def off_topic_questions(engine, items: list[Item], settings: TrainingSettings) -> tuple[list[Item], list[list]]:

@@ -82,8 +82,8 @@ def news_pairs(base_folder: Path) -> list[Pair]:
     pairs = []
     for item, answer in zip(items, answers):
         positive = text[(item.article, item.sentence)]
-        negative = next((c.text for c in answer.citations if c.text != positive
-                         and (c.document == item.article or story_of(c.document) != item.story)), None)
+        negative = next((c.text for c in answer.citations
+                         if c.text != positive and not item.unlabelled(c.document)), None)
         if negative is not None:  # else every near miss was the other language's article
             pairs.append(Pair(item.question, positive, negative))
     return pairs

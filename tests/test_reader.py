@@ -109,3 +109,20 @@ def test_off_topic_questions_are_refused_by_the_reader(engine, question):
     answer = engine.ask(question)
     assert not answer.found and not answer.answering and "**" not in answer.text
     assert all(c.reader_score is not None for c in answer.citations[:engine.reader.serving.candidates])
+
+
+def test_the_other_language_version_of_a_questions_story_is_never_a_training_candidate(embedder, tmp_path):
+    import qa
+    from qa.index import open_index
+    from qa.reader_data import load
+    from qa.reader_training import candidates_for
+
+    documents, items = load({"dev"})  # one story of dev is told in both languages
+    engine = qa.Engine(documents, open_index(documents, embedder, tmp_path), embedder)
+    found = candidates_for(engine, items, 3)
+    assert all(len(f) == 3 and not any(i.unlabelled(article) for article, _ in f) for i, f in zip(items, found))
+    unfiltered = engine.ask_many([i.question for i in items], top_k=3)
+    assert sum(any(i.unlabelled(c.document) for c in a.citations) for i, a in zip(items, unfiltered)) >= 10
+    item = next(i for i in items if i.story == "chip_plant_eindhoven")
+    other = {"en": "nl", "nl": "en"}[item.article[:2]] + item.article[2:]
+    assert item.unlabelled(other) and not item.unlabelled(item.article) and not item.unlabelled("en_x_y.txt")
