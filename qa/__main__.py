@@ -80,9 +80,9 @@ def _eval(args: argparse.Namespace) -> int:
 
 def _tune(args: argparse.Namespace) -> int:
     from .adapters import MANIFEST
-    from .tuning import tune
+    from .tuning import choose_threshold, tune
 
-    adapter = tune()
+    adapter = choose_threshold() if args.threshold_only else tune()
     print(f"wrote {adapter}; its figures are in {adapter / MANIFEST}")
     return 0
 
@@ -147,6 +147,8 @@ def parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(run=_eval)
     tune = commands.add_parser("tune", help="retrain the default model's shipped adapter (qa/weights/embedder) "
                                "on qa/data/tuning.jsonl and score it on the gold set (a few minutes)")
+    tune.add_argument("--threshold-only", action="store_true", help="keep the trained adapter; only choose "
+                      "its refusal threshold again on the dev stories and score it on the gold set (a minute)")
     tune.set_defaults(run=_tune)
     reader = commands.add_parser("train-reader", help="retrain the reader's shipped adapter (qa/weights/reader) "
                                  "on qa/data/news and choose its settings on the dev stories (tens of minutes)")

@@ -31,6 +31,9 @@ KINDS = {"who", "what", "when", "where", "how many", "how much", "how far", "how
          "yes-no"}
 LANGUAGE = {"en": "english", "nl": "dutch"}
 MAX_ANSWER_WORDS = 15
+SPARE = 8
+"""First-stage candidates asked for beyond those kept in training, to fill in for the ones
+:meth:`Item.unlabelled` leaves out."""
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,13 @@ SPLITS = ("train", "dev", "test")
 def split_of(story: str) -> str:
     named = json.loads(SPLIT.read_text(encoding="utf-8")) if SPLIT.is_file() else {}
     return next((s for s in ("test", "dev") if story in named.get(s, ())), "train")
+
+
+def data_files(split: str) -> list[Path]:
+    """The article and question files of one split's stories. A trained adapter's manifest records the
+    digest of the "train" files it learnt from, and that of the "dev" files its settings were chosen on,
+    so new dev stories mean choosing again (minutes), not training again."""
+    return [p for p in sorted([*ARTICLES.glob("*.txt"), *QUESTIONS.glob("*.jsonl")]) if split_of(story_of(p.name)) == split]
 
 
 def load(splits: set[str]) -> tuple[list[Document], list[Item]]:

@@ -27,7 +27,7 @@ from .adapters import data_digest, read_manifest, write_adapter, write_manifest
 from .embedding import BASE_MODEL
 from .reader import (ADAPTER, HEADS, Features, Reader, ReaderSettings, Serving, answers_first, batch_arrays,
                      encode_pair, neighbours_of, truncated_encoder)
-from .reader_data import ARTICLES, QUESTIONS, SPLIT, Item, load, story_of
+from .reader_data import SPARE, Item, data_files, load, story_of
 
 COMMAND = "python -m qa train-reader"
 CANDIDATE_COUNTS = (2,)
@@ -35,10 +35,6 @@ CANDIDATE_COUNTS = (2,)
 add to ``ask()`` on a 2-core machine (about 12 ms a candidate; ``python -m qa bench`` prints each count's
 cost), and at least two, so that a second article's answer can be shown beside the first, and the reader
 has a say in the order (docs/reader.md, attempt 6)."""
-
-
-SPARE = 8
-"""First-stage candidates asked for beyond those kept, to fill in for the ones left out."""
 
 
 @dataclass(frozen=True)
@@ -60,6 +56,10 @@ class TrainingSettings:
     rank: int = 32
     alpha: float = 64.0
     span_weight: float = 0.5
+    no_answer_span: bool = True
+    """Also teach the span head that a candidate which does not answer has no answer in it (start and end
+    on ``<s>``, as in SQuAD 2.0): its preference for ``<s>`` over the best span is a second, token-level
+    signal that the asked detail is missing, for the refusal (docs/reader.md, attempt 12)."""
     seed: int = 0
     threads: int = 2
     """Torch threads while training: the same command gives the same adapter on the same machine."""
@@ -115,15 +115,16 @@ def off_topic_questions(engine, items: list[Item], settings: TrainingSettings) -
 
 
 def make_examples(items: list[Item], documents, candidates: list[list[tuple[str, int]]], tokenizer,
-                  settings: ReaderSettings, *, include_gold: bool) -> list[Example]:
-    """Token features per question and candidate; ``include_gold`` puts a missed answering sentence in last."""
+                  settings: ReaderSettings, *, count: int, include_gold: bool) -> list[Example]:
+    """Token features per question and candidate; ``include_gold`` puts a missed answering sentence in last
+    (in place of the last of ``count`` candidates, or after them where the filter left fewer)."""
     by_name = {d.name: d for d in documents}
     examples = []
     for item, found in zip(items, candidates):
         gold = (item.article, item.sentence)
         found = list(found)
         if include_gold and item.answer is not None and gold not in found:
-            found = [*found[:-1], gold]
+            found = [*found[:count - 1], gold]
         if not found:  # every candidate was the other language's article: nothing to learn from
             continue
         features = []
@@ -187,8 +188,9 @@ class ReaderModel:
                 "null": self.null.detach().numpy()}
 
 
-def loss_of(model: ReaderModel, examples: list[Example], span_weight: float):
-    """Listwise loss over [none, candidates...] per question, plus the span loss on answering candidates."""
+def loss_of(model: ReaderModel, examples: list[Example], settings: TrainingSettings):
+    """Listwise loss over [none, candidates...] per question, plus the span loss: the answer's tokens on the
+    answering candidate and (``no_answer_span``) ``<s>`` on every other one."""
     import torch
 
     features = [f for e in examples for f in e.features]
@@ -198,13 +200,20 @@ def loss_of(model: ReaderModel, examples: list[Example], span_weight: float):
         k = len(e.features)
         logits = torch.cat([torch.zeros(1), scores[row:row + k]])
         total = total + torch.nn.functional.cross_entropy(logits[None], torch.tensor([0 if e.label is None else e.label + 1]))
-        if e.span is not None:
-            f = e.features[e.label]
-            first, n = f.first, len(f.offsets)
-            r = row + e.label
-            total = total + span_weight * (
-                torch.nn.functional.cross_entropy(starts[r, first:first + n][None], torch.tensor([e.span[0]]))
-                + torch.nn.functional.cross_entropy(ends[r, first:first + n][None], torch.tensor([e.span[1]])))
+        for j, f in enumerate(e.features):
+            if j == e.label:
+                if e.span is None:  # the answer lies beyond the length limit
+                    continue
+                target = (e.span[0] + 1, e.span[1] + 1)
+            elif settings.no_answer_span:
+                target = (0, 0)
+            else:
+                continue
+            r, first, n = row + j, f.first, len(f.offsets)
+            total = total + settings.span_weight * sum(
+                torch.nn.functional.cross_entropy(torch.cat([logit[r, :1], logit[r, first:first + n]])[None],
+                                                  torch.tensor([t]))
+                for logit, t in ((starts, target[0]), (ends, target[1])))
         row += k
     return total / len(examples)
 
@@ -230,7 +239,7 @@ def train(examples: list[Example], base_folder: Path, settings: TrainingSettings
         for _ in range(settings.epochs):
             rng.shuffle(order)
             for i in range(0, len(order), settings.questions_per_step):
-                loss = loss_of(model, order[i:i + settings.questions_per_step], settings.span_weight)
+                loss = loss_of(model, order[i:i + settings.questions_per_step], settings)
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
@@ -242,11 +251,6 @@ def train(examples: list[Example], base_folder: Path, settings: TrainingSettings
         return model
     finally:
         torch.set_num_threads(threads)
-
-
-def data_files() -> list[Path]:
-    """Every file the reader's data digest covers: all articles and questions, and the split."""
-    return [*sorted(ARTICLES.glob("*.txt")), *sorted(QUESTIONS.glob("*.jsonl")), SPLIT]
 
 
 def train_reader(*, settings: TrainingSettings = TrainingSettings(), adapter: Path = ADAPTER,
@@ -265,9 +269,9 @@ def train_reader(*, settings: TrainingSettings = TrainingSettings(), adapter: Pa
         found = candidates_for(offering, items, settings.candidates)
         strays, stray_found = off_topic_questions(offering, items, settings)
     examples = make_examples(items + strays, documents, found + stray_found, tokenizer, settings.reader,
-                             include_gold=True)
+                             count=settings.candidates, include_gold=True)
     model = train(examples, base, settings, progress=progress)
-    manifest = {"command": COMMAND, "data_sha256": data_digest(data_files()), "settings": asdict(settings),
+    manifest = {"command": COMMAND, "data_sha256": data_digest(data_files("train")), "settings": asdict(settings),
                 "trained_on": {"articles": len(documents), "questions": len(items),
                                "off_topic_questions": len(strays)}}
     write_adapter(model.encoder, adapter, manifest)
@@ -279,7 +283,8 @@ def choose_and_record(adapter: Path = ADAPTER, *, progress: bool = True) -> Path
     """Choose how to serve the adapter on "dev" (:func:`choose_serving`) and record it in its manifest;
     alone (``python -m qa train-reader --serving-only``) it re-chooses without retraining."""
     serving, figures = choose_serving(Reader.load(adapter=adapter, serving=Serving(), progress=progress))
-    write_manifest(adapter, {**read_manifest(adapter), "serving": asdict(serving), "dev": figures})
+    write_manifest(adapter, {**read_manifest(adapter), "serving": asdict(serving), "dev": figures,
+                             "dev_sha256": data_digest(data_files("dev"))})
     return adapter
 
 

@@ -22,7 +22,7 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .adapters import data_digest, write_adapter
+from .adapters import data_digest, read_manifest, write_adapter, write_manifest
 from .embedding import ADAPTER
 
 TRAINING_PAIRS = Path(__file__).resolve().parent / "data" / "tuning.jsonl"
@@ -68,8 +68,7 @@ def news_pairs(base_folder: Path) -> list[Pair]:
     so as a negative it taught the model to push answers away (docs/reader.md, attempts 9 and 11)."""
     import qa
 
-    from .reader_data import ARTICLES, load, split_of, story_of
-    from .reader_training import SPARE
+    from .reader_data import ARTICLES, SPARE, load, split_of, story_of
 
     _, items = load({"train"})
     items = [i for i in items if i.answer is not None]
@@ -90,10 +89,10 @@ def news_pairs(base_folder: Path) -> list[Pair]:
 
 
 def training_files(pairs_file: Path = TRAINING_PAIRS) -> list[Path]:
-    """What the adapter is trained from: the gold set's tune pairs and the reader's data."""
-    from .reader_training import data_files
+    """What the adapter is trained from: the gold set's tune pairs and the reader data's "train" stories."""
+    from .reader_data import data_files
 
-    return [pairs_file, *data_files()]
+    return [pairs_file, *data_files("train")]
 
 
 def tune(*, settings: TuningSettings = TuningSettings(), pairs_file: Path = TRAINING_PAIRS,
@@ -110,14 +109,25 @@ def tune(*, settings: TuningSettings = TuningSettings(), pairs_file: Path = TRAI
     manifest = {"command": COMMAND, "data_sha256": data_digest(files), "pairs": len(pairs),
                 "settings": asdict(settings), "figures": {}}
     write_adapter(model[0].model, adapter, manifest)
-    if measure:
-        manifest["threshold"] = first_stage_threshold()
-        manifest["figures"] = _gold_figures(manifest["threshold"])
-        write_adapter(model[0].model, adapter, manifest)
+    return choose_threshold(adapter) if measure else adapter
+
+
+def choose_threshold(adapter: Path = ADAPTER) -> Path:
+    """Choose the shipped adapter's refusal threshold on the "dev" stories and score it on the gold set,
+    recording both in its manifest; alone (``python -m qa tune --threshold-only``) it chooses again
+    without retraining, as after new dev stories."""
+    from .model_format import prepare_adapted_model, prepare_default_model
+    from .reader_data import data_files
+
+    model = (None if adapter.resolve() == ADAPTER.resolve()  # the default model is the shipped adapter's
+             else str(prepare_adapted_model(prepare_default_model(progress=False), adapter, progress=False)))
+    threshold = first_stage_threshold(model)
+    write_manifest(adapter, {**read_manifest(adapter), "threshold": threshold,
+                             "figures": _gold_figures(threshold, model), "dev_sha256": data_digest(data_files("dev"))})
     return adapter
 
 
-def first_stage_threshold(*, most_false_refusals: float = 0.05) -> float:
+def first_stage_threshold(model: str | None = None, *, most_false_refusals: float = 0.05) -> float:
     """The refusal threshold of the first stage alone (no reader): on the reader data's "dev" stories,
     never trained on, all loaded together, the highest best cosine that wrongly refuses at most
     ``most_false_refusals`` of the answerable questions."""
@@ -128,7 +138,7 @@ def first_stage_threshold(*, most_false_refusals: float = 0.05) -> float:
 
     documents, items = load({"dev"})
     with tempfile.TemporaryDirectory() as folder:
-        engine = first_stage(documents, Path(folder))
+        engine = first_stage(documents, Path(folder), model)
         best, _ = engine.index.vectors.search(engine.embedder.queries([i.question for i in items if i.answer]), 1)
     return round(float(np.quantile(best[:, 0], most_false_refusals, method="lower")), 4)
 
@@ -180,8 +190,8 @@ def train(base_folder: Path, pairs: list[Pair], settings: TuningSettings, *, pro
         torch.set_num_threads(threads)
 
 
-def _gold_figures(threshold: float) -> dict:
-    """The default model with the adapter just written, on the gold set's held-out groups (all articles
+def _gold_figures(threshold: float, model: str | None = None) -> dict:
+    """``model`` (the default: the shipped adapter's) on the gold set's held-out groups (all articles
     loaded together, the default search settings, the first stage alone refusing below ``threshold``, the
     one being written: not the manifest's on disk): each figure with its bootstrap 95% interval."""
     import qa
@@ -189,8 +199,8 @@ def _gold_figures(threshold: float) -> dict:
     from .evaluation import DEFAULT_ARTICLES, DEFAULT_GOLD, evaluate, load_gold
 
     with tempfile.TemporaryDirectory() as folder:
-        engine = qa.load(list(DEFAULT_ARTICLES), index_dir=folder, threshold=threshold, progress=False,
-                         reader=False)
+        engine = qa.load(list(DEFAULT_ARTICLES), index_dir=folder, model=model, threshold=threshold,
+                         progress=False, reader=False)
         groups = evaluate(engine, load_gold(DEFAULT_GOLD, engine), {"default": engine.config})["default"]
     kept = ("recall_at_1", "recall_at_3", "mrr", "right_article", "refused_unanswerable", "refused_answerable")
     return {name: {"n": s.questions, **{f: round(getattr(s, f), 4) for f in kept},
