@@ -25,7 +25,7 @@ import numpy as np
 
 from .adapters import data_digest, read_manifest, write_adapter, write_manifest
 from .embedding import BASE_MODEL
-from .reader import (ADAPTER, HEADS, Features, Reader, ReaderSettings, Serving, answers_first, batch_arrays,
+from .reader import (ADAPTER, HEADS, Features, Judgement, Reader, ReaderSettings, Serving, answers_first, batch_arrays,
                      encode_pair, neighbours_of, truncated_encoder)
 from .reader_data import SPARE, Item, data_files, load, story_of
 
@@ -295,18 +295,18 @@ better than the reader, which then mostly refuses and finds the answer's words."
 
 
 class _Keeping(Reader):
-    """The reader as it is, keeping what it judged (each question's candidates, log-odds and spans), so that
-    every weight of the cosine can be scored from one pass."""
+    """The reader as it is, keeping what it judged (each question's candidates and :class:`Judgement`), so
+    that every serving setting can be scored from one pass."""
 
     def __init__(self, reader: Reader, candidates: int) -> None:
         super().__init__(reader.session, reader.tokenizer, reader.heads, reader.settings,
                          Serving(candidates, -np.inf), reader.version)
-        self.kept: list[tuple[list, np.ndarray, list]] = []
+        self.kept: list[tuple[list, Judgement]] = []
 
     def judge(self, question, hits, neighbours):
-        log_odds, spans = super().judge(question, hits, neighbours)
-        self.kept.append((list(hits), log_odds, spans))
-        return log_odds, spans
+        judgement = super().judge(question, hits, neighbours)
+        self.kept.append((list(hits), judgement))
+        return judgement
 
 
 def choose_serving(reader: Reader, *, most_false_refusals: float = 0.05) -> tuple[Serving, dict]:
