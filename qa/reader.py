@@ -116,19 +116,6 @@ def best_span(start: np.ndarray, end: np.ndarray, longest: int) -> tuple[int, in
 
 
 @dataclass(frozen=True)
-class Judgement:
-    """What the reader's heads say of each candidate of one batch, in the candidates' order."""
-
-    log_odds: np.ndarray
-    """That the candidate answers, against "none of them does"."""
-    spans: list[tuple[int, int]]
-    """Character span of each candidate's answer."""
-    no_answer: np.ndarray
-    """How much the span head prefers "no answer in this sentence" (``<s>``) over its best span: high when
-    the sentence is about the thing but lacks the asked detail."""
-
-
-@dataclass(frozen=True)
 class Serving:
     """How the reader is used; chosen on the "dev" stories and recorded in the manifest."""
 
@@ -141,16 +128,13 @@ class Serving:
     answer_fusion: float = 0.0
     """Weight of the cosine in the score compared with the threshold: chosen apart from the order's, since
     on dev the best order and the best refusal wanted different weights."""
-    no_answer_fusion: float = 0.0
-    """Weight of :attr:`Judgement.no_answer`, taken off the score compared with the threshold."""
 
-    def readings(self, hits: Sequence[Hit], judgement: Judgement) -> list[Reading]:
+    def readings(self, hits: Sequence[Hit], log_odds: np.ndarray, spans: Sequence[tuple[int, int]]) -> list[Reading]:
         """The reader's judgement of ``hits`` (:meth:`Reader.judge`) as readings, in this serving's order."""
         cosines = np.array([h.dense for h in hits])
-        scores = judgement.log_odds + self.answer_fusion * cosines - self.no_answer_fusion * judgement.no_answer
-        order = judgement.log_odds + self.order_fusion * cosines
-        readings = [Reading(h, float(s), span, float(o))
-                    for h, s, span, o in zip(hits, scores, judgement.spans, order)]
+        scores = log_odds + self.answer_fusion * cosines
+        order = log_odds + self.order_fusion * cosines
+        readings = [Reading(h, float(s), span, float(o)) for h, s, span, o in zip(hits, scores, spans, order)]
         return sorted(readings, key=lambda r: -r.order_score)
 
 
@@ -213,30 +197,29 @@ class Reader:
              neighbours: Callable[[Sentence], tuple[str, str]]) -> list[Reading]:
         """The first :attr:`Serving.candidates` hits read with the question in one batch, in the order."""
         hits = hits[:self.serving.candidates]
-        return self.serving.readings(hits, self.judge(question, hits, neighbours)) if hits else []
+        return self.serving.readings(hits, *self.judge(question, hits, neighbours)) if hits else []
 
     def judge(self, question: str, hits: Sequence[Hit], neighbours: Callable[[Sentence], tuple[str, str]]
-              ) -> Judgement:
-        """What the heads say of each hit, in the hits' order. In int8 a hit's figures depend a little on
-        the rest of its batch (the activations share one scale), so judge the hits that are served together."""
+              ) -> tuple[np.ndarray, list[tuple[int, int]]]:
+        """Each hit's log-odds that it answers (against "none of them does") and the character span of its
+        answer, in the hits' order. In int8 a hit's figures depend a little on the rest of its batch (the
+        activations share one scale), so judge the hits that are served together."""
         features = [encode_pair(self.tokenizer, question, h.passage.text, *neighbours(h.passage), self.settings)
                     for h in hits]
         ids, mask, candidate = batch_arrays(features)
         feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
         states = self.session.run(None, {i.name: feed[i.name] for i in self.session.get_inputs()})[0]
         log_odds, starts, ends = apply_heads(self.heads, states, candidate)
-        spans, no_answer = [], []
+        spans = []
         for row, f in enumerate(features):
             n = len(f.offsets)
             if not n:
                 spans.append((0, 0))
-                no_answer.append(np.inf)
                 continue
-            start, end = starts[row, f.first:f.first + n], ends[row, f.first:f.first + n]
-            first, last = best_span(start, end, self.settings.answer_tokens)
+            first, last = best_span(starts[row, f.first:f.first + n], ends[row, f.first:f.first + n],
+                                    self.settings.answer_tokens)
             spans.append((f.offsets[first][0], f.offsets[last][1]))
-            no_answer.append(float(starts[row, 0] + ends[row, 0] - start[first] - end[last]))
-        return Judgement(log_odds.astype(np.float64), spans, np.array(no_answer))
+        return log_odds.astype(np.float64), spans
 
 
 def answers_first(readings: Sequence[Reading], threshold: float, *, most: int = 3) -> tuple[list[Reading], int]:

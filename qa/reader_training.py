@@ -25,7 +25,7 @@ import numpy as np
 
 from .adapters import data_digest, read_manifest, write_adapter, write_manifest
 from .embedding import BASE_MODEL
-from .reader import (ADAPTER, HEADS, Features, Judgement, Reader, ReaderSettings, Serving, answers_first, batch_arrays,
+from .reader import (ADAPTER, HEADS, Features, Reader, ReaderSettings, Serving, answers_first, batch_arrays,
                      encode_pair, neighbours_of, truncated_encoder)
 from .reader_data import SPARE, Item, data_files, load, story_of
 
@@ -56,10 +56,6 @@ class TrainingSettings:
     rank: int = 32
     alpha: float = 64.0
     span_weight: float = 0.5
-    no_answer_span: bool = True
-    """Also teach the span head that a candidate which does not answer has no answer in it (start and end
-    on ``<s>``, as in SQuAD 2.0): its preference for ``<s>`` over the best span is a second, token-level
-    signal that the asked detail is missing, for the refusal (docs/reader.md, attempt 12)."""
     seed: int = 0
     threads: int = 2
     """Torch threads while training: the same command gives the same adapter on the same machine."""
@@ -188,9 +184,8 @@ class ReaderModel:
                 "null": self.null.detach().numpy()}
 
 
-def loss_of(model: ReaderModel, examples: list[Example], settings: TrainingSettings):
-    """Listwise loss over [none, candidates...] per question, plus the span loss: the answer's tokens on the
-    answering candidate and (``no_answer_span``) ``<s>`` on every other one."""
+def loss_of(model: ReaderModel, examples: list[Example], span_weight: float):
+    """Listwise loss over [none, candidates...] per question, plus the span loss on answering candidates."""
     import torch
 
     features = [f for e in examples for f in e.features]
@@ -200,20 +195,13 @@ def loss_of(model: ReaderModel, examples: list[Example], settings: TrainingSetti
         k = len(e.features)
         logits = torch.cat([torch.zeros(1), scores[row:row + k]])
         total = total + torch.nn.functional.cross_entropy(logits[None], torch.tensor([0 if e.label is None else e.label + 1]))
-        for j, f in enumerate(e.features):
-            if j == e.label:
-                if e.span is None:  # the answer lies beyond the length limit
-                    continue
-                target = (e.span[0] + 1, e.span[1] + 1)
-            elif settings.no_answer_span:
-                target = (0, 0)
-            else:
-                continue
-            r, first, n = row + j, f.first, len(f.offsets)
-            total = total + settings.span_weight * sum(
-                torch.nn.functional.cross_entropy(torch.cat([logit[r, :1], logit[r, first:first + n]])[None],
-                                                  torch.tensor([t]))
-                for logit, t in ((starts, target[0]), (ends, target[1])))
+        if e.span is not None:
+            f = e.features[e.label]
+            first, n = f.first, len(f.offsets)
+            r = row + e.label
+            total = total + span_weight * (
+                torch.nn.functional.cross_entropy(starts[r, first:first + n][None], torch.tensor([e.span[0]]))
+                + torch.nn.functional.cross_entropy(ends[r, first:first + n][None], torch.tensor([e.span[1]])))
         row += k
     return total / len(examples)
 
@@ -239,7 +227,7 @@ def train(examples: list[Example], base_folder: Path, settings: TrainingSettings
         for _ in range(settings.epochs):
             rng.shuffle(order)
             for i in range(0, len(order), settings.questions_per_step):
-                loss = loss_of(model, order[i:i + settings.questions_per_step], settings)
+                loss = loss_of(model, order[i:i + settings.questions_per_step], settings.span_weight)
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
@@ -295,18 +283,18 @@ better than the reader, which then mostly refuses and finds the answer's words."
 
 
 class _Keeping(Reader):
-    """The reader as it is, keeping what it judged (each question's candidates and :class:`Judgement`), so
-    that every serving setting can be scored from one pass."""
+    """The reader as it is, keeping what it judged (each question's candidates, log-odds and spans), so that
+    every weight of the cosine can be scored from one pass."""
 
     def __init__(self, reader: Reader, candidates: int) -> None:
         super().__init__(reader.session, reader.tokenizer, reader.heads, reader.settings,
                          Serving(candidates, -np.inf), reader.version)
-        self.kept: list[tuple[list, Judgement]] = []
+        self.kept: list[tuple[list, np.ndarray, list]] = []
 
     def judge(self, question, hits, neighbours):
-        judgement = super().judge(question, hits, neighbours)
-        self.kept.append((list(hits), judgement))
-        return judgement
+        log_odds, spans = super().judge(question, hits, neighbours)
+        self.kept.append((list(hits), log_odds, spans))
+        return log_odds, spans
 
 
 def choose_serving(reader: Reader, *, most_false_refusals: float = 0.05) -> tuple[Serving, dict]:

@@ -8,7 +8,7 @@ import pytest
 from qa.adapters import data_digest, read_manifest
 from qa.answer import compose
 from qa.documents import parse_document
-from qa.reader import ADAPTER, HEADS, Judgement, ReaderSettings, Reading, Serving, answers_first, best_span, encode_pair
+from qa.reader import ADAPTER, HEADS, ReaderSettings, Reading, Serving, answers_first, best_span, encode_pair
 from qa.reader_data import data_files
 from qa.reader_training import COMMAND, token_span
 from qa.search import Hit
@@ -50,15 +50,14 @@ def test_the_best_answer_of_each_article_above_the_threshold_answers_first():
     assert answers_first([low, high], 2.0) == ([high, low], 1)  # the first citation is the answer given
 
 
-def test_serving_orders_by_one_weight_of_the_cosine_and_scores_by_the_others():
+def test_serving_orders_by_one_weight_of_the_cosine_and_scores_by_the_other():
     a, b = (parse_document(f"Zin {n}.".encode(), name=f"{n}.txt").sentences[0] for n in (1, 2))
     hits = [Hit(a, 0.5, 0.8, 0.0), Hit(b, 0.5, 0.2, 0.0)]
-    judgement = Judgement(np.array([1.0, 2.0]), [(0, 3), (0, 2)], np.array([-1.0, 3.0]))
-    readings = Serving(2, 0.0, order_fusion=10.0, answer_fusion=1.0, no_answer_fusion=0.5).readings(hits, judgement)
+    readings = Serving(2, 0.0, order_fusion=10.0, answer_fusion=1.0).readings(hits, np.array([1.0, 2.0]),
+                                                                              [(0, 3), (0, 2)])
     assert [r.hit for r in readings] == hits  # 1 + 10 * 0.8 = 9 before 2 + 10 * 0.2 = 4
     assert [r.order_score for r in readings] == pytest.approx([9.0, 4.0])
-    # 1 + 0.8 + 0.5 and 2 + 0.2 - 1.5: the span head's "no answer here" takes off the second's score
-    assert [r.score for r in readings] == pytest.approx([2.3, 0.7]) and [r.answer for r in readings] == [(0, 3), (0, 2)]
+    assert [r.score for r in readings] == pytest.approx([1.8, 2.2]) and [r.answer for r in readings] == [(0, 3), (0, 2)]
 
 
 def test_off_topic_training_questions_are_put_to_the_other_stories_only(embedder, tmp_path):
