@@ -146,14 +146,15 @@ def parser() -> argparse.ArgumentParser:
                           "model before fine-tuning")
     evaluate.set_defaults(run=_eval)
     tune = commands.add_parser("tune", help="retrain the default model's shipped adapter (qa/weights/embedder) "
-                               "on qa/data/tuning.jsonl and score it on the gold set (a few minutes)")
+                               "on qa/data/tuning.jsonl and the reader data's train stories, choose its "
+                               "threshold on the dev stories and score it on the gold set (about 35 minutes)")
     tune.add_argument("--threshold-only", action="store_true", help="keep the trained adapter; only choose "
                       "its refusal threshold again on the dev stories and score it on the gold set (a minute)")
     tune.set_defaults(run=_tune)
     reader = commands.add_parser("train-reader", help="retrain the reader's shipped adapter (qa/weights/reader) "
                                  "on qa/data/news and choose its settings on the dev stories (tens of minutes)")
     reader.add_argument("--serving-only", action="store_true", help="keep the trained adapter; only choose again "
-                        "how many candidates it reads, the cosine's weight and the threshold (minutes)")
+                        "how many candidates it reads, the cosine's weights and the threshold (a minute)")
     reader.set_defaults(run=_train_reader)
     bench = commands.add_parser("bench", parents=[common], help="measure speed and memory")
     bench.add_argument("--quick", action="store_true", help="skip the large synthetic index sizes")

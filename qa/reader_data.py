@@ -64,20 +64,40 @@ SPLITS = ("train", "dev", "test")
 
 
 def split_of(story: str) -> str:
-    named = json.loads(SPLIT.read_text(encoding="utf-8")) if SPLIT.is_file() else {}
+    return _split_in(json.loads(SPLIT.read_text(encoding="utf-8")) if SPLIT.is_file() else {}, story)
+
+
+def _split_in(named: dict, story: str) -> str:
     return next((s for s in ("test", "dev") if story in named.get(s, ())), "train")
+
+
+def article_paths(splits: set[str]) -> list[Path]:
+    """The article files of the given splits' stories."""
+    return _in_splits(ARTICLES.glob("*.txt"), splits)
+
+
+def _in_splits(paths, splits: set[str]) -> list[Path]:
+    named = json.loads(SPLIT.read_text(encoding="utf-8")) if SPLIT.is_file() else {}
+    return [p for p in sorted(paths) if _split_in(named, story_of(p.name)) in splits]
 
 
 def data_files(split: str) -> list[Path]:
     """The article and question files of one split's stories. A trained adapter's manifest records the
-    digest of the "train" files it learnt from, and that of the "dev" files its settings were chosen on,
-    so new dev stories mean choosing again (minutes), not training again."""
-    return [p for p in sorted([*ARTICLES.glob("*.txt"), *QUESTIONS.glob("*.jsonl")]) if split_of(story_of(p.name)) == split]
+    digest of the "train" files it learnt from, and that of the "dev" files its settings were chosen on
+    (:func:`dev_digest`), so new dev stories mean choosing again (a minute), not training again."""
+    return _in_splits([*ARTICLES.glob("*.txt"), *QUESTIONS.glob("*.jsonl")], {split})
+
+
+def dev_digest() -> str:
+    """What a manifest's ``dev_sha256`` records: the digest of the dev stories its settings were chosen on."""
+    from .adapters import data_digest
+
+    return data_digest(data_files("dev"))
 
 
 def load(splits: set[str]) -> tuple[list[Document], list[Item]]:
     """The articles of the given splits and their checked questions (ValueError if any check fails)."""
-    paths = [p for p in sorted(ARTICLES.glob("*.txt")) if split_of(story_of(p.name)) in splits]
+    paths = article_paths(splits)
     items, problems = check_all(paths)
     if problems:
         raise ValueError("the reader's data does not pass its check:\n" + "\n".join(problems[:20]))

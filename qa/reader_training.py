@@ -23,11 +23,12 @@ from typing import Literal
 
 import numpy as np
 
-from .adapters import data_digest, read_manifest, write_adapter, write_manifest
-from .embedding import BASE_MODEL
+from .adapters import adapter_digest, data_digest, read_manifest, write_adapter, write_manifest
+from .embedding import ADAPTER as EMBEDDER_ADAPTER
+from .embedding import BASE_MODEL, DEFAULT_BACKEND
 from .reader import (ADAPTER, HEADS, Features, Reader, ReaderSettings, Serving, answers_first, batch_arrays,
                      encode_pair, neighbours_of, truncated_encoder)
-from .reader_data import SPARE, Item, data_files, load, story_of
+from .reader_data import SPARE, Item, data_files, dev_digest, load, story_of
 
 COMMAND = "python -m qa train-reader"
 CANDIDATE_COUNTS = (2,)
@@ -74,14 +75,14 @@ class Example:
     span: tuple[int, int] | None  # token indices within the answering candidate's tokens
 
 
-def first_stage(documents, folder: Path, model: str | None = None):
+def first_stage(documents, folder: Path, model: str | None = None, backend: str = DEFAULT_BACKEND):
     """A first stage (no reader; the shipped model by default) over ``documents`` loaded together, its
     index in ``folder``."""
     import qa
 
     from .index import open_index
 
-    embedder = qa.Embedder.load(model, progress=False)
+    embedder = qa.Embedder.load(model, backend=backend, progress=False)
     return qa.Engine(documents, open_index(documents, embedder, folder), embedder)
 
 
@@ -119,8 +120,8 @@ def make_examples(items: list[Item], documents, candidates: list[list[tuple[str,
     for item, found in zip(items, candidates):
         gold = (item.article, item.sentence)
         found = list(found)
-        if include_gold and item.answer is not None and gold not in found:
-            found = [*found[:count - 1], gold]
+        if include_gold and item.answer is not None:
+            found = with_gold(found, gold, count)
         if not found:  # every candidate was the other language's article: nothing to learn from
             continue
         features = []
@@ -136,6 +137,12 @@ def make_examples(items: list[Item], documents, candidates: list[list[tuple[str,
             span = token_span(features[label], start, start + len(item.answer))
         examples.append(Example(item, found, features, label, span))
     return examples
+
+
+def with_gold(found: list, gold, count: int) -> list:
+    """``found`` with ``gold`` in it: as it is, or with ``gold`` in place of the last of ``count`` (after
+    the others where the other-language filter left fewer), so an answerable question always has its answer."""
+    return found if gold in found else [*found[:count - 1], gold]
 
 
 def token_span(features: Features, start: int, end: int) -> tuple[int, int] | None:
@@ -272,7 +279,7 @@ def choose_and_record(adapter: Path = ADAPTER, *, progress: bool = True) -> Path
     alone (``python -m qa train-reader --serving-only``) it re-chooses without retraining."""
     serving, figures = choose_serving(Reader.load(adapter=adapter, serving=Serving(), progress=progress))
     write_manifest(adapter, {**read_manifest(adapter), "serving": asdict(serving), "dev": figures,
-                             "dev_sha256": data_digest(data_files("dev"))})
+                             "dev_sha256": dev_digest(), "first_stage": adapter_digest(EMBEDDER_ADAPTER)})
     return adapter
 
 

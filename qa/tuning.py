@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .adapters import data_digest, read_manifest, write_adapter, write_manifest
-from .embedding import ADAPTER
+from .embedding import ADAPTER, DEFAULT_BACKEND
 
 TRAINING_PAIRS = Path(__file__).resolve().parent / "data" / "tuning.jsonl"
 COMMAND = "python -m qa tune"
@@ -68,13 +68,12 @@ def news_pairs(base_folder: Path) -> list[Pair]:
     so as a negative it taught the model to push answers away (docs/reader.md, attempts 9 and 11)."""
     import qa
 
-    from .reader_data import ARTICLES, SPARE, load, split_of, story_of
+    from .reader_data import SPARE, article_paths, load
 
     _, items = load({"train"})
     items = [i for i in items if i.answer is not None]
-    paths = [p for p in sorted(ARTICLES.glob("*.txt")) if split_of(story_of(p.name)) == "train"]
     with tempfile.TemporaryDirectory() as folder:
-        engine = qa.load(paths, index_dir=folder, model=str(base_folder), backend="torch", progress=False,
+        engine = qa.load(article_paths({"train"}), index_dir=folder, model=str(base_folder), backend="torch", progress=False,
                          reader=False)
         answers = engine.ask_many([i.question for i in items], top_k=2 + SPARE)
         text = {(d.name, n): s.text for d in engine.documents for n, s in enumerate(d.sentences)}
@@ -113,21 +112,24 @@ def tune(*, settings: TuningSettings = TuningSettings(), pairs_file: Path = TRAI
 
 
 def choose_threshold(adapter: Path = ADAPTER) -> Path:
-    """Choose the shipped adapter's refusal threshold on the "dev" stories and score it on the gold set,
-    recording both in its manifest; alone (``python -m qa tune --threshold-only``) it chooses again
-    without retraining, as after new dev stories."""
+    """Choose ``adapter``'s refusal threshold on the "dev" stories and score it on the gold set, recording
+    both in its manifest; alone (``python -m qa tune --threshold-only``) it chooses again without
+    retraining, as after new dev stories. Another adapter than the shipped one (the default model) runs
+    on PyTorch, so no ONNX file of it is left in the model cache."""
     from .model_format import prepare_adapted_model, prepare_default_model
-    from .reader_data import data_files
+    from .reader_data import dev_digest
 
-    model = (None if adapter.resolve() == ADAPTER.resolve()  # the default model is the shipped adapter's
-             else str(prepare_adapted_model(prepare_default_model(progress=False), adapter, progress=False)))
-    threshold = first_stage_threshold(model)
+    model, backend = None, DEFAULT_BACKEND
+    if adapter.resolve() != ADAPTER.resolve():
+        model, backend = str(prepare_adapted_model(prepare_default_model(progress=False), adapter, progress=False)), "torch"
+    threshold = first_stage_threshold(model, backend)
     write_manifest(adapter, {**read_manifest(adapter), "threshold": threshold,
-                             "figures": _gold_figures(threshold, model), "dev_sha256": data_digest(data_files("dev"))})
+                             "figures": _gold_figures(threshold, model, backend), "dev_sha256": dev_digest()})
     return adapter
 
 
-def first_stage_threshold(model: str | None = None, *, most_false_refusals: float = 0.05) -> float:
+def first_stage_threshold(model: str | None = None, backend: str = DEFAULT_BACKEND, *,
+                          most_false_refusals: float = 0.05) -> float:
     """The refusal threshold of the first stage alone (no reader): on the reader data's "dev" stories,
     never trained on, all loaded together, the highest best cosine that wrongly refuses at most
     ``most_false_refusals`` of the answerable questions."""
@@ -138,7 +140,7 @@ def first_stage_threshold(model: str | None = None, *, most_false_refusals: floa
 
     documents, items = load({"dev"})
     with tempfile.TemporaryDirectory() as folder:
-        engine = first_stage(documents, Path(folder), model)
+        engine = first_stage(documents, Path(folder), model, backend)
         best, _ = engine.index.vectors.search(engine.embedder.queries([i.question for i in items if i.answer]), 1)
     return round(float(np.quantile(best[:, 0], most_false_refusals, method="lower")), 4)
 
@@ -190,7 +192,7 @@ def train(base_folder: Path, pairs: list[Pair], settings: TuningSettings, *, pro
         torch.set_num_threads(threads)
 
 
-def _gold_figures(threshold: float, model: str | None = None) -> dict:
+def _gold_figures(threshold: float, model: str | None = None, backend: str = DEFAULT_BACKEND) -> dict:
     """``model`` (the default: the shipped adapter's) on the gold set's held-out groups (all articles
     loaded together, the default search settings, the first stage alone refusing below ``threshold``, the
     one being written: not the manifest's on disk): each figure with its bootstrap 95% interval."""
@@ -199,8 +201,8 @@ def _gold_figures(threshold: float, model: str | None = None) -> dict:
     from .evaluation import DEFAULT_ARTICLES, DEFAULT_GOLD, evaluate, load_gold
 
     with tempfile.TemporaryDirectory() as folder:
-        engine = qa.load(list(DEFAULT_ARTICLES), index_dir=folder, model=model, threshold=threshold,
-                         progress=False, reader=False)
+        engine = qa.load(list(DEFAULT_ARTICLES), index_dir=folder, model=model, backend=backend,
+                         threshold=threshold, progress=False, reader=False)
         groups = evaluate(engine, load_gold(DEFAULT_GOLD, engine), {"default": engine.config})["default"]
     kept = ("recall_at_1", "recall_at_3", "mrr", "right_article", "refused_unanswerable", "refused_answerable")
     return {name: {"n": s.questions, **{f: round(getattr(s, f), 4) for f in kept},
