@@ -112,16 +112,15 @@ def off_topic_questions(engine, items: list[Item], settings: TrainingSettings) -
 
 
 def make_examples(items: list[Item], documents, candidates: list[list[tuple[str, int]]], tokenizer,
-                  settings: ReaderSettings, *, count: int, include_gold: bool) -> list[Example]:
-    """Token features per question and candidate; ``include_gold`` puts a missed answering sentence in last
-    (in place of the last of ``count`` candidates, or after them where the filter left fewer)."""
+                  settings: ReaderSettings, *, include_gold: bool) -> list[Example]:
+    """Token features per question and candidate; ``include_gold`` puts a missed answering sentence in last."""
     by_name = {d.name: d for d in documents}
     examples = []
     for item, found in zip(items, candidates):
         gold = (item.article, item.sentence)
         found = list(found)
-        if include_gold and item.answer is not None:
-            found = with_gold(found, gold, count)
+        if include_gold and item.answer is not None and gold not in found:
+            found = [*found[:-1], gold]
         if not found:  # every candidate was the other language's article: nothing to learn from
             continue
         features = []
@@ -137,12 +136,6 @@ def make_examples(items: list[Item], documents, candidates: list[list[tuple[str,
             span = token_span(features[label], start, start + len(item.answer))
         examples.append(Example(item, found, features, label, span))
     return examples
-
-
-def with_gold(found: list, gold, count: int) -> list:
-    """``found`` with ``gold`` in it: as it is, or with ``gold`` in place of the last of ``count`` (after
-    the others where the other-language filter left fewer), so an answerable question always has its answer."""
-    return found if gold in found else [*found[:count - 1], gold]
 
 
 def token_span(features: Features, start: int, end: int) -> tuple[int, int] | None:
@@ -264,7 +257,7 @@ def train_reader(*, settings: TrainingSettings = TrainingSettings(), adapter: Pa
         found = candidates_for(offering, items, settings.candidates)
         strays, stray_found = off_topic_questions(offering, items, settings)
     examples = make_examples(items + strays, documents, found + stray_found, tokenizer, settings.reader,
-                             count=settings.candidates, include_gold=True)
+                             include_gold=True)
     model = train(examples, base, settings, progress=progress)
     manifest = {"command": COMMAND, "data_sha256": data_digest(data_files("train")), "settings": asdict(settings),
                 "trained_on": {"articles": len(documents), "questions": len(items),

@@ -11,7 +11,7 @@ from qa.documents import parse_document
 from qa.embedding import ADAPTER as EMBEDDER_ADAPTER
 from qa.reader import ADAPTER, HEADS, ReaderSettings, Reading, Serving, answers_first, best_span, encode_pair
 from qa.reader_data import data_files, dev_digest
-from qa.reader_training import COMMAND, token_span, with_gold
+from qa.reader_training import COMMAND, token_span
 from qa.search import Hit
 
 
@@ -59,13 +59,6 @@ def test_serving_orders_by_one_weight_of_the_cosine_and_scores_by_the_other():
     assert [r.hit for r in readings] == hits  # 1 + 10 * 0.8 = 9 before 2 + 10 * 0.2 = 4
     assert [r.order_score for r in readings] == pytest.approx([9.0, 4.0])
     assert [r.score for r in readings] == pytest.approx([1.8, 2.2]) and [r.answer for r in readings] == [(0, 3), (0, 2)]
-
-
-def test_a_missed_answer_takes_the_last_place_or_comes_after_fewer_candidates():
-    assert with_gold(["a", "g", "c"], "g", 3) == ["a", "g", "c"]
-    assert with_gold(["a", "b", "c"], "g", 3) == ["a", "b", "g"]
-    assert with_gold(["a"], "g", 3) == ["a", "g"]  # the filter left one: both kept
-    assert with_gold([], "g", 3) == ["g"]
 
 
 def test_off_topic_training_questions_are_put_to_the_other_stories_only(embedder, tmp_path):
