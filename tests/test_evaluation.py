@@ -18,8 +18,8 @@ from qa.index import open_index
 from qa.search import BASE_MODEL_OFFSETS, SearchConfig, language_bias
 
 # The first stage alone with the default model and configuration, all six articles loaded, as recorded in
-# qa/weights/embedder/manifest.json by `python -m qa tune` (or `--threshold-only`; docs/quality.md). The model was trained on the
-# tune questions: only the held-out (test) figures say how good it is.
+# qa/weights/embedder/manifest.json by `python -m qa tune` or `--threshold-only` (docs/quality.md). The model
+# was trained on the tune questions: only the held-out (test) figures say how good it is.
 MEASURED = {  # group: (R@1, R@3, right article, answerable wrongly refused)
     "test/en": (0.70, 0.87, 1.00, 0.13), "test/nl": (0.83, 0.92, 1.00, 0.04), "test/all": (0.76, 0.89, 1.00, 0.09),
 }
