@@ -63,12 +63,11 @@ def story_of(article: str) -> str:
 SPLITS = ("train", "dev", "test")
 
 
-def split_of(story: str) -> str:
-    return _split_in(json.loads(SPLIT.read_text(encoding="utf-8")) if SPLIT.is_file() else {}, story)
-
-
-def _split_in(named: dict, story: str) -> str:
-    return next((s for s in ("test", "dev") if story in named.get(s, ())), "train")
+def story_splits() -> dict[str, str]:
+    """The stories ``split.json`` names, each with its split ("test" where named twice); every other
+    story is "train"."""
+    named = json.loads(SPLIT.read_text(encoding="utf-8")) if SPLIT.is_file() else {}
+    return {story: split for split in ("dev", "test") for story in named.get(split, ())}
 
 
 def article_paths(splits: set[str]) -> list[Path]:
@@ -77,8 +76,8 @@ def article_paths(splits: set[str]) -> list[Path]:
 
 
 def _in_splits(paths, splits: set[str]) -> list[Path]:
-    named = json.loads(SPLIT.read_text(encoding="utf-8")) if SPLIT.is_file() else {}
-    return [p for p in sorted(paths) if _split_in(named, story_of(p.name)) in splits]
+    named = story_splits()
+    return [p for p in sorted(paths) if named.get(story_of(p.name), "train") in splits]
 
 
 def data_files(split: str) -> list[Path]:
@@ -166,17 +165,16 @@ def check_all(paths: list[Path]) -> tuple[list[Item], list[str]]:
         found, wrong = check_article(path)
         items += found
         problems += wrong
-    named = json.loads(SPLIT.read_text(encoding="utf-8")) if SPLIT.is_file() else {}
-    unknown = {s for split in ("test", "dev") for s in named.get(split, ())} - {story_of(p.name) for p in ARTICLES.glob("*.txt")}
+    unknown = set(story_splits()) - {story_of(p.name) for p in ARTICLES.glob("*.txt")}
     if unknown:
         problems.append(f"split.json names stories without articles: {sorted(unknown)}")
     return items, problems
 
 
 def summary(items: list[Item]) -> str:
-    lines = []
+    lines, named = [], story_splits()
     for split in SPLITS:
-        chosen = [i for i in items if split_of(i.story) == split]
+        chosen = [i for i in items if named.get(i.story, "train") == split]
         if not chosen:
             continue
         arts = Counter(i.article for i in chosen)

@@ -73,8 +73,8 @@ def news_pairs(base_folder: Path) -> list[Pair]:
     _, items = load({"train"})
     items = [i for i in items if i.answer is not None]
     with tempfile.TemporaryDirectory() as folder:
-        engine = qa.load(article_paths({"train"}), index_dir=folder, model=str(base_folder), backend="torch", progress=False,
-                         reader=False)
+        engine = qa.load(article_paths({"train"}), index_dir=folder, model=str(base_folder), backend="torch",
+                         progress=False, reader=False)
         answers = engine.ask_many([i.question for i in items], top_k=2 + SPARE)
         text = {(d.name, n): s.text for d in engine.documents for n, s in enumerate(d.sentences)}
     pairs = []
@@ -121,7 +121,8 @@ def choose_threshold(adapter: Path = ADAPTER) -> Path:
 
     model, backend = None, DEFAULT_BACKEND
     if adapter.resolve() != ADAPTER.resolve():
-        model, backend = str(prepare_adapted_model(prepare_default_model(progress=False), adapter, progress=False)), "torch"
+        base = prepare_default_model(progress=False)
+        model, backend = str(prepare_adapted_model(base, adapter, progress=False)), "torch"
     threshold = first_stage_threshold(model, backend)
     write_manifest(adapter, {**read_manifest(adapter), "threshold": threshold,
                              "figures": _gold_figures(threshold, model, backend), "dev_sha256": dev_digest()})
