@@ -16,6 +16,7 @@ same adapter on the same machine.
 from __future__ import annotations
 
 import random
+import re
 import tempfile
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -48,7 +49,11 @@ class TrainingSettings:
     on-topic unanswerable questions teach near misses, never a question the articles are not about."""
     candidate_model: Literal["untuned", "shipped"] = "untuned"
     """Which first stage offers them: "untuned" (harder near misses, the same whatever embedder adapter
-    ships) or "shipped" (the ones served)."""
+    ships) or "shipped" (the pairs served: attempt 16 in docs/reader.md, a tie held out)."""
+    erased: float = 0.0
+    """Share of the answerable questions also put with their answer cut out of the answering sentence (the
+    rest of the sentence and its neighbours kept), as questions to refuse: a near miss that differs from
+    the answer by the asked detail alone, so that the topic of a sentence is not taken for its answer."""
     epochs: int = 3
     questions_per_step: int = 4
     learning_rate: float = 5e-4
@@ -136,6 +141,38 @@ def make_examples(items: list[Item], documents, candidates: list[list[tuple[str,
             span = token_span(features[label], start, start + len(item.answer))
         examples.append(Example(item, found, features, label, span))
     return examples
+
+
+def erase(text: str, answer: str) -> str | None:
+    """``text`` without ``answer`` (spaces before punctuation and doubled spaces mended), or None where the
+    answer is not in it or is most of it (nothing would be left to read)."""
+    if answer not in text or len(answer) > 0.6 * len(text):
+        return None
+    cut = re.sub(r"\s+([,.;:!?)])", r"\1", text.replace(answer, " "))
+    return re.sub(r"\s{2,}", " ", re.sub(r"\(\s*\)", "", cut)).strip(" ,;:")
+
+
+def erased_examples(examples: list[Example], documents, tokenizer, settings: TrainingSettings) -> list[Example]:
+    """For ``settings.erased`` of the answerable examples (drawn with the seed), the same question and
+    candidates with the answer cut out of the answering one, and no answer. Left out where another
+    candidate also holds the answer's words (it would still answer)."""
+    rng = random.Random(settings.seed + 1)
+    by_name = {d.name: d for d in documents}
+    made = []
+    for example in examples:
+        if example.label is None or rng.random() >= settings.erased:
+            continue
+        item = example.item
+        texts = [by_name[a].sentences[i].text for a, i in example.candidates]
+        cut = erase(texts[example.label], item.answer)
+        if cut is None or any(item.answer in t for k, t in enumerate(texts) if k != example.label):
+            continue
+        article, index = example.candidates[example.label]
+        features = list(example.features)
+        features[example.label] = encode_pair(tokenizer, item.question, cut,
+                                              *neighbours_of(by_name[article], index), settings.reader)
+        made.append(Example(replace(item, answer=None, kind="erased"), example.candidates, features, None, None))
+    return made
 
 
 def token_span(features: Features, start: int, end: int) -> tuple[int, int] | None:
@@ -258,10 +295,12 @@ def train_reader(*, settings: TrainingSettings = TrainingSettings(), adapter: Pa
         strays, stray_found = off_topic_questions(offering, items, settings)
     examples = make_examples(items + strays, documents, found + stray_found, tokenizer, settings.reader,
                              include_gold=True)
+    erased = erased_examples(examples, documents, tokenizer, settings)
+    examples += erased
     model = train(examples, base, settings, progress=progress)
     manifest = {"command": COMMAND, "data_sha256": data_digest(data_files("train")), "settings": asdict(settings),
                 "trained_on": {"articles": len(documents), "questions": len(items),
-                               "off_topic_questions": len(strays)}}
+                               "off_topic_questions": len(strays), **({"erased_questions": len(erased)} if erased else {})}}
     write_adapter(model.encoder, adapter, manifest)
     save_file(model.heads(), str(adapter / HEADS))
     return choose_and_record(adapter, progress=progress)

@@ -11,7 +11,7 @@ from qa.documents import parse_document
 from qa.embedding import ADAPTER as EMBEDDER_ADAPTER
 from qa.reader import ADAPTER, HEADS, ReaderSettings, Reading, Serving, answers_first, best_span, encode_pair
 from qa.reader_data import data_files, dev_digest
-from qa.reader_training import COMMAND, token_span
+from qa.reader_training import COMMAND, erase, token_span
 from qa.search import Hit
 
 
@@ -24,6 +24,43 @@ def test_a_pair_marks_the_candidate_between_its_neighbours(reader):
     sentence = "Het ligt 800 kilometer van Moskou."
     assert [sentence[s:e] for s, e in features.offsets][:3] == ["Het", "ligt", "800"]  # no leading spaces
     assert token_span(features, 9, 22) == (2, 3)  # "800 kilometer"
+
+
+def test_erasing_the_answer_leaves_a_mended_sentence():
+    assert erase("About 61,000 passengers were affected, the airline said.", "About 61,000") == \
+        "passengers were affected, the airline said."
+    assert erase("The union (BNP) called the strike.", "BNP") == "The union called the strike."
+    assert erase("The ticket cost 5 euros.", "5 euros") == "The ticket cost."
+    assert erase("Tuesday.", "Tuesday") is None  # nothing left to read
+    assert erase("The strike began on Tuesday.", "Thursday") is None
+
+
+def test_erased_examples_refuse_the_answering_sentence_without_its_answer(reader):
+    from dataclasses import replace
+
+    from qa.reader_data import load
+    from qa.reader_training import TrainingSettings, erased_examples, make_examples
+
+    documents, items = load({"dev"})
+    by_name = {d.name: d for d in documents}
+    items = [i for i in items if i.answer is not None][:60]
+    candidates = [[(i.article, i.sentence), (i.article, (i.sentence + 1) % len(by_name[i.article].sentences))]
+                  for i in items]
+    examples = make_examples(items, documents, candidates, reader.tokenizer, ReaderSettings(), include_gold=True)
+    settings = TrainingSettings(erased=1.0)
+    made = erased_examples(examples, documents, reader.tokenizer, settings)
+    assert 40 <= len(made) <= len(examples)
+    assert erased_examples(examples, documents, reader.tokenizer, replace(settings, erased=0.0)) == []
+    originals = {e.item.question: e for e in examples}
+    for example in made:
+        original = originals[example.item.question]
+        assert example.label is None and example.span is None and example.item.answer is None
+        assert example.candidates == original.candidates
+        gold = original.label
+        assert example.features[1 - gold] == original.features[1 - gold]
+        cut = example.features[gold]
+        assert original.item.answer not in reader.tokenizer.decode(cut.ids[cut.first:cut.first + len(cut.offsets)])
+        assert len(cut.offsets) < len(original.features[gold].offsets)
 
 
 def test_the_best_span_respects_order_and_length():
