@@ -60,6 +60,23 @@ class GoldQuestion:
     split: str
     article: str | None = None  # the file that answers (or that the question is about)
     span: str | None = None  # the minimal answer, where the gold set gives one
+    twin: tuple[int, str, str] | None = None
+    """Where the other language's version of the story answers too (qa/data/news/twins/, counted only in
+    the report that says so): its sentence's position, its article and its answer span."""
+
+    @property
+    def answerable(self) -> bool:
+        return bool(self.answers) or self.twin is not None
+
+    def right(self, position: int) -> bool:
+        return position in self.answers or (self.twin is not None and position == self.twin[0])
+
+    def span_of(self, position: int | None) -> str | None:
+        """The gold answer to compare an answer taken from ``position`` with."""
+        return self.twin[2] if self.twin is not None and position == self.twin[0] else self.span
+
+    def right_article(self, article: str | None) -> bool:
+        return self.article is None or article in (self.article, self.twin and self.twin[1])
 
 
 @dataclass(frozen=True)
@@ -72,6 +89,7 @@ class Result:
     first_article: str | None  # the document of the first citation
     answer: str = ""  # the answer words the reply opens with ("" when refused or not read)
     right_answer_sentence: bool = False  # the reply's first answer comes from a right sentence
+    answered_from: int | None = None  # the position of the sentence the reply's first answer comes from
 
 
 @dataclass(frozen=True)
@@ -134,15 +152,20 @@ def load_gold(path: Path, engine: qa.Engine) -> list[GoldQuestion]:
 
 def score(engine: qa.Engine, gold: list[GoldQuestion]) -> list[Result]:
     """Ask every question once and record where its answer came."""
+    return judge(engine, gold, engine.ask_many([g.question for g in gold], top_k=RANKS_KEPT))
+
+
+def judge(engine: qa.Engine, gold: list[GoldQuestion], answers: list) -> list[Result]:
+    """Where each question's answer (from ``engine``) came, against its gold."""
     positions = {(p.document, p.number): i for i, p in enumerate(engine.index.passages)}
-    answers = engine.ask_many([g.question for g in gold], top_k=RANKS_KEPT)
     results = []
-    for g, a in zip(gold, answers):
-        ranks = [r for r, c in enumerate(a.citations, start=1) if positions[(c.document, c.sentence)] in g.answers]
+    for g, a in zip(gold, answers, strict=True):
+        ranks = [r for r, c in enumerate(a.citations, start=1) if g.right(positions[(c.document, c.sentence)])]
         first = a.citations[a.answering[0] - 1] if a.answering else None
+        source = positions[(first.document, first.sentence)] if first else None
         results.append(Result(g, ranks[0] if ranks else None, not a.found,
                               a.citations[0].document if a.citations else None, first.answer if first else "",
-                              first is not None and positions[(first.document, first.sentence)] in g.answers))
+                              source is not None and g.right(source), source))
     return results
 
 
@@ -150,13 +173,13 @@ def _figures(results: list[Result]) -> np.ndarray:
     """Per question, one row of 0/1 (or 1/rank) values and NaN where a figure does not apply."""
     rows = []
     for r in results:
-        if r.gold.answers:
-            spans = [np.nan] * 3
-            if r.gold.span is not None:
-                f1 = token_f1(r.answer, r.gold.span)
-                spans = [r.answer == r.gold.span, f1, f1 if r.right_answer_sentence else np.nan]
+        if r.gold.answerable:
+            spans, span = [np.nan] * 3, r.gold.span_of(r.answered_from)
+            if span is not None:
+                f1 = token_f1(r.answer, span)
+                spans = [r.answer == span, f1, f1 if r.right_answer_sentence else np.nan]
             rows.append([r.rank == 1, r.rank is not None and r.rank <= 3, 1 / r.rank if r.rank else 0.0,
-                         r.gold.article is None or r.first_article == r.gold.article, np.nan, r.refused, *spans])
+                         r.gold.right_article(r.first_article), np.nan, r.refused, *spans])
         else:
             rows.append([np.nan] * 4 + [r.refused] + [np.nan] * 4)
     return np.asarray(rows, dtype=float).reshape(len(results), len(FIGURES))
@@ -273,11 +296,14 @@ def _as_json(scores: Scores) -> dict:
             {k: [plain(v) for v in pair] for k, pair in scores.intervals.items()} for f in fields(scores)}
 
 
-def news_gold(engine: qa.Engine, items) -> list[GoldQuestion]:
-    """The reader's data as gold questions, for an engine that has their articles loaded."""
+def news_gold(engine: qa.Engine, items, *, twins: bool = False) -> list[GoldQuestion]:
+    """The reader's data as gold questions, for an engine that has their articles loaded; with ``twins``,
+    what the other language's version of a story answers counts as right too (:class:`qa.reader_data.TwinAnswer`)."""
     positions = {(p.document, p.number): i for i, p in enumerate(engine.index.passages)}
     return [GoldQuestion(i.question, i.language, frozenset() if i.answer is None else
-                         frozenset({positions[(i.article, i.sentence + 1)]}), "test", i.article, i.answer)
+                         frozenset({positions[(i.article, i.sentence + 1)]}), "test", i.article, i.answer,
+                         (positions[(i.twin.article, i.twin.sentence + 1)], i.twin.article, i.twin.answer)
+                         if twins and i.twin else None)
             for i in items]
 
 
@@ -291,16 +317,23 @@ def news_groups(results: list[Result]) -> dict[str, Scores]:
 
 
 def news_report(engine: qa.Engine, folder: Path) -> dict[str, dict[str, Scores]]:
-    """The reader's held-out ("test") stories, all loaded together: the first stage alone and with the reader."""
+    """The reader's held-out ("test") stories, all loaded together: the first stage alone and with the reader,
+    each also with the twin's answers counted where ``twins/`` labels them (a citation of the other
+    language's version that answers is not a mistake; the plain rows count it as one, as the targets do)."""
     from .reader_data import load
 
     documents, items = load({"test"})
     news = qa.Engine(documents, open_index(documents, engine.embedder, folder), engine.embedder, top_k=engine.top_k,
                      threshold=engine.threshold, config=engine.config, reader=engine.reader)
-    gold = news_gold(news, items)
-    report = {"first stage alone": news_groups(score(news.with_config(reader=False), gold))}
-    if engine.reader:
-        report["with the reader (default)"] = news_groups(score(news, gold))
+    gold, twinned = news_gold(news, items), news_gold(news, items, twins=True)
+    servings = {"first stage alone": news.with_config(reader=False)} | (
+        {"with the reader (default)": news} if engine.reader else {})
+    report = {}
+    for name, served in servings.items():
+        answers = served.ask_many([g.question for g in gold], top_k=RANKS_KEPT)
+        report[name] = news_groups(judge(served, gold, answers))
+        if twinned != gold:
+            report[f"{name}, the twin's answers counted"] = news_groups(judge(served, twinned, answers))
     return report
 
 

@@ -62,7 +62,8 @@ class Reading:
     answer: tuple[int, int]
     """Character span of the answer in ``hit.passage.text``."""
     order_score: float | None = None
-    """What orders the candidates read: the log-odds plus :attr:`Serving.order_fusion` times the cosine."""
+    """What orders the candidates read: the log-odds plus :attr:`Serving.order_fusion` times the cosine (or,
+    where that is None, minus the first stage's rank)."""
 
 
 @dataclass(frozen=True)
@@ -123,8 +124,9 @@ class Serving:
     """First-stage candidates read per question."""
     threshold: float = 0.0
     """Score (:attr:`Reading.score`) below which a candidate is taken not to answer."""
-    order_fusion: float = 0.0
-    """Weight of the first stage's cosine added to the reader's log-odds to order the candidates."""
+    order_fusion: float | None = 0.0
+    """Weight of the first stage's cosine added to the reader's log-odds to order the candidates; None keeps
+    the first stage's order (the reader then refuses and finds the answer's words only)."""
     answer_fusion: float = 0.0
     """Weight of the cosine in the score compared with the threshold: chosen apart from the order's, since
     on dev the best order and the best refusal wanted different weights."""
@@ -133,7 +135,7 @@ class Serving:
         """The reader's judgement of ``hits`` (:meth:`Reader.judge`) as readings, in this serving's order."""
         cosines = np.array([h.dense for h in hits])
         scores = log_odds + self.answer_fusion * cosines
-        order = log_odds + self.order_fusion * cosines
+        order = -np.arange(len(hits)) if self.order_fusion is None else log_odds + self.order_fusion * cosines
         readings = [Reading(h, float(s), span, float(o)) for h, s, span, o in zip(hits, scores, spans, order)]
         return sorted(readings, key=lambda r: -r.order_score)
 

@@ -13,20 +13,32 @@ the sentence that comes closest. ``answer`` is the minimal span, occurring exact
 sentence. Articles sharing ``<story>`` tell the same story in two languages; ``split.json`` names
 the held-out ("test") and the "dev" stories (training side, for choosing settings), so a story's
 articles are never split between training and evaluation; every other story is "train".
+
+Where a story is told in both languages, ``twins/<story>.jsonl`` may say, for every question of both
+articles, what the other version (the twin) says to it, one line each::
+
+    {"article": "en_limburg_flood.txt", "question": "How many people died in Belgium?",
+     "sentence": "In België zijn drie doden gevallen", "answer": "drie", "agrees": false}
+
+``sentence`` and ``answer`` as above but in the twin (both null where the twin does not answer either);
+``agrees`` is true where the twin gives the same fact as the question's own answer, false where it
+gives another (the stories' conflicting details), null where the question's own article does not answer.
+A citation of the twin is then no longer a mistake by construction (:meth:`Item.unlabelled`).
 """
 
 from __future__ import annotations
 
 import json
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .documents import Document, language_votes, read_document
 
 DATA = Path(__file__).resolve().parent / "data" / "news"
-ARTICLES, QUESTIONS, SPLIT = DATA / "articles", DATA / "questions", DATA / "split.json"
+ARTICLES, QUESTIONS, SPLIT, TWINS = DATA / "articles", DATA / "questions", DATA / "split.json", DATA / "twins"
 FIELDS = {"question", "language", "kind", "sentence", "answer"}
+TWIN_FIELDS = {"article", "question", "sentence", "answer", "agrees"}
 KINDS = {"who", "what", "when", "where", "how many", "how much", "how far", "how long", "how", "why", "which",
          "yes-no"}
 LANGUAGE = {"en": "english", "nl": "dutch"}
@@ -34,6 +46,17 @@ MAX_ANSWER_WORDS = 15
 SPARE = 8
 """First-stage candidates asked for beyond those kept in training, to fill in for the ones
 :meth:`Item.unlabelled` leaves out."""
+
+
+@dataclass(frozen=True)
+class TwinAnswer:
+    """What the other language's version of a question's story says to it: its sentence (0-based), its
+    answer span, and whether that is the question's own answer (None where the own article has none)."""
+
+    article: str
+    sentence: int
+    answer: str
+    agrees: bool | None
 
 
 @dataclass(frozen=True)
@@ -47,6 +70,18 @@ class Item:
     kind: str
     sentence: int
     answer: str | None
+    twin: TwinAnswer | None = None
+    """Where ``twins/`` labels the story: what the twin answers (None: it does not, or no label)."""
+
+    @property
+    def answerable(self) -> bool:
+        """Whether the question has an answer with all its story's articles loaded (its twin's included)."""
+        return self.answer is not None or self.twin is not None
+
+    def is_answer(self, article: str, sentence: int) -> bool:
+        """Whether sentence ``sentence`` (0-based) of ``article`` answers: its own, or its twin's labelled one."""
+        return ((self.answer is not None and (article, sentence) == (self.article, self.sentence))
+                or (self.twin is not None and (article, sentence) == (self.twin.article, self.twin.sentence)))
 
     def unlabelled(self, article: str) -> bool:
         """Whether ``article`` is the other language's version of this question's story: it mostly says the
@@ -81,10 +116,12 @@ def _in_splits(paths, splits: set[str]) -> list[Path]:
 
 
 def data_files(split: str) -> list[Path]:
-    """The article and question files of one split's stories. A trained adapter's manifest records the
-    digest of the "train" files it learnt from, and that of the "dev" files its settings were chosen on
-    (:func:`dev_digest`), so new dev stories mean choosing again (a minute), not training again."""
-    return _in_splits([*ARTICLES.glob("*.txt"), *QUESTIONS.glob("*.jsonl")], {split})
+    """The article, question and twin files of one split's stories. A trained adapter's manifest records
+    the digest of the "train" files it learnt from, and that of the "dev" files its settings were chosen
+    on (:func:`dev_digest`), so new dev stories or labels mean choosing again (a minute), not training again."""
+    named = story_splits()
+    return _in_splits([*ARTICLES.glob("*.txt"), *QUESTIONS.glob("*.jsonl")], {split}) + [
+        p for p in sorted(TWINS.glob("*.jsonl")) if named.get(p.stem, "train") == split]
 
 
 def dev_digest() -> str:
@@ -168,7 +205,66 @@ def check_all(paths: list[Path]) -> tuple[list[Item], list[str]]:
     unknown = set(story_splits()) - {story_of(p.name) for p in ARTICLES.glob("*.txt")}
     if unknown:
         problems.append(f"split.json names stories without articles: {sorted(unknown)}")
+    for story in sorted({i.story for i in items}):
+        if (TWINS / f"{story}.jsonl").is_file():
+            labelled, wrong = check_twins(story, [i for i in items if i.story == story])
+            problems += wrong
+            items = [labelled.get((i.article, i.question), i) if i.story == story else i for i in items]
     return items, problems
+
+
+def check_twins(story: str, items: list[Item]) -> tuple[dict[tuple[str, str], Item], list[str]]:
+    """The story's items with what their twin answers (``twins/<story>.jsonl``), and everything wrong
+    with that file: each question of both articles once, each sentence and answer found as in
+    :func:`check_article`, ``agrees`` set exactly where both articles answer."""
+    path = TWINS / f"{story}.jsonl"
+    sentences = {name: [s.text for s in read_document(ARTICLES / name).sentences]
+                 for name in {i.article for i in items} | {f"{lang}_{story}.txt" for lang in LANGUAGE}
+                 if (ARTICLES / name).is_file()}
+    if len(sentences) != 2:
+        return {}, [f"{path.name}: the story has {len(sentences)} articles, a twin needs 2"]
+    by_key = {(i.article, i.question): i for i in items}
+    labelled, problems = {}, []
+    for line, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not raw.strip():
+            continue
+        where = f"{path.name}:{line}"
+        try:
+            row = json.loads(raw)
+        except ValueError as exc:
+            problems.append(f"{where}: not JSON ({exc})")
+            continue
+        if set(row) != TWIN_FIELDS:
+            problems.append(f"{where}: fields {sorted(row)}, expected {sorted(TWIN_FIELDS)}")
+            continue
+        item = by_key.get((row["article"], row["question"]))
+        if item is None:
+            problems.append(f"{where}: no question {row['question']!r} in {row['article']}")
+            continue
+        if (item.article, item.question) in labelled:
+            problems.append(f"{where}: labelled twice: {row['question']!r}")
+        twin = next(name for name in sentences if name != item.article)
+        if row["sentence"] is None:
+            if row["answer"] is not None or row["agrees"] is not None:
+                problems.append(f"{where}: no twin sentence, so answer and agrees must be null")
+            labelled[(item.article, item.question)] = item
+            continue
+        holding = [k for k, s in enumerate(sentences[twin]) if row["sentence"] in s]
+        if len(holding) != 1:
+            problems.append(f"{where}: sentence {row['sentence']!r} is in {len(holding)} sentences of {twin}, expected 1")
+            continue
+        answer = row["answer"]
+        if not isinstance(answer, str) or not answer.strip() or sentences[twin][holding[0]].count(answer) != 1:
+            problems.append(f"{where}: answer {answer!r} must occur once in its sentence of {twin}")
+            continue
+        if (row["agrees"] is None) != (item.answer is None) or row["agrees"] not in (True, False, None):
+            problems.append(f"{where}: agrees must be true or false where {item.article} answers, else null")
+            continue
+        labelled[(item.article, item.question)] = replace(item, twin=TwinAnswer(twin, holding[0], answer, row["agrees"]))
+    missing = [q for key, q in ((k, k[1]) for k in by_key) if key not in labelled]
+    if missing:
+        problems.append(f"{path.name}: {len(missing)} questions without a line, e.g. {missing[0]!r}")
+    return labelled, problems
 
 
 def summary(items: list[Item]) -> str:
@@ -183,6 +279,11 @@ def summary(items: list[Item]) -> str:
         lines.append(f"{split}: {len(arts)} articles ({sum(a[:2] == 'en' for a in arts)} en, "
                      f"{sum(a[:2] == 'nl' for a in arts)} nl), {len(chosen)} questions, "
                      f"{cross / len(chosen):.0%} across languages, {unanswerable / len(chosen):.0%} unanswerable")
+    twins = [i for i in items if i.twin]
+    if twins:
+        lines.append(f"twins: {len(twins)} questions answered by the other version of their story "
+                     f"({sum(i.twin.agrees is False for i in twins)} with another value, "
+                     f"{sum(i.twin.agrees is None for i in twins)} unanswered by their own article)")
     kinds = Counter(i.kind for i in items)
     lines.append("kinds: " + ", ".join(f"{k} {n}" for k, n in kinds.most_common()))
     return "\n".join(lines)

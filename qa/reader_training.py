@@ -104,7 +104,7 @@ def off_topic_questions(engine, items: list[Item], settings: TrainingSettings) -
     """``settings.off_topic`` of the questions (drawn with the seed), each with the first stage's candidates
     from the other stories' articles only, and no answer."""
     rng = random.Random(settings.seed)
-    chosen = [replace(i, answer=None, kind="off-topic") for i in items if rng.random() < settings.off_topic]
+    chosen = [replace(i, answer=None, kind="off-topic", twin=None) for i in items if rng.random() < settings.off_topic]
     stories = {d.name: story_of(d.name) for d in engine.documents}
     strays, found = [], []
     for story in sorted({i.story for i in chosen}):
@@ -171,7 +171,7 @@ def erased_examples(examples: list[Example], documents, tokenizer, settings: Tra
         features = list(example.features)
         features[example.label] = encode_pair(tokenizer, item.question, cut,
                                               *neighbours_of(by_name[article], index), settings.reader)
-        made.append(Example(replace(item, answer=None, kind="erased"), example.candidates, features, None, None))
+        made.append(Example(replace(item, answer=None, kind="erased", twin=None), example.candidates, features, None, None))
     return made
 
 
@@ -317,8 +317,9 @@ def choose_and_record(adapter: Path = ADAPTER, *, progress: bool = True) -> Path
 
 FUSIONS = (0.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 1000.0)
 """Weights of the first stage's cosine tried in the order and in the refusal score. At 1000 the reader's
-log-odds (about -10 to +10) overturn only cosine gaps under about 0.02: for a first stage that orders
-better than the reader, which then mostly refuses and finds the answer's words."""
+log-odds (about -10 to +10) overturn only cosine gaps under about 0.02; in the order, None (the first
+stage's own order, :attr:`Serving.order_fusion`) is tried too: for a first stage that orders better than
+the reader, which then only refuses and finds the answer's words."""
 
 
 class _Keeping(Reader):
@@ -341,10 +342,12 @@ def choose_serving(reader: Reader, *, most_false_refusals: float = 0.05) -> tupl
     weights in the order and in the score (of :data:`FUSIONS`), with the refusal threshold that wrongly
     refuses at most ``most_false_refusals`` of the answerable questions. Kept: the best R@1 plus share of
     unanswerable questions refused, among the settings whose R@1 is at least the first stage's. Each
-    setting is scored the way :class:`qa.Engine` serves it (:meth:`Serving.readings`, :func:`answers_first`)."""
+    setting is scored the way :class:`qa.Engine` serves it (:meth:`Serving.readings`, :func:`answers_first`).
+    Where ``twins/`` labels a story, what its other language's version answers is right too, and a question
+    only that version answers is answerable (:meth:`Item.is_answer`): all of dev is loaded together."""
     documents, items = load({"dev"})
     questions = [i.question for i in items]
-    answerable = np.array([i.answer is not None for i in items])
+    answerable = np.array([i.answerable for i in items])
     passes = {}
     with tempfile.TemporaryDirectory() as folder:
         engine = first_stage(documents, Path(folder))
@@ -352,19 +355,18 @@ def choose_serving(reader: Reader, *, most_false_refusals: float = 0.05) -> tupl
         for candidates in CANDIDATE_COUNTS:  # one pass per count: in int8 a batch's figures depend on its size
             passes[candidates] = _Keeping(reader, candidates)
             engine.with_config(reader=passes[candidates]).ask_many(questions, top_k=1)
-    floor = np.mean([(a.citations[0].document, a.citations[0].sentence - 1) == (i.article, i.sentence)
-                     for a, i in zip(alone, items, strict=True) if i.answer is not None])
+    floor = np.mean([i.is_answer(a.citations[0].document, a.citations[0].sentence - 1)
+                     for a, i in zip(alone, items, strict=True) if i.answerable])
     best: tuple[float, Serving, dict] | None = None
     for candidates, keeping in passes.items():
-        for order_fusion in FUSIONS:
+        for order_fusion in (*FUSIONS, None):
             for answer_fusion in FUSIONS:
                 serving = Serving(candidates, -np.inf, order_fusion, answer_fusion)
                 readings = [serving.readings(*kept) for kept in keeping.kept]
                 scores = np.array([max(r.score for r in rs) for rs in readings])
                 threshold = float(np.quantile(scores[answerable], most_false_refusals, method="lower"))
                 tops = [answers_first(rs, threshold)[0][0].hit.passage for rs in readings]
-                right = np.array([i.answer is not None and (t.document, t.number - 1) == (i.article, i.sentence)
-                                  for t, i in zip(tops, items, strict=True)])
+                right = np.array([i.is_answer(t.document, t.number - 1) for t, i in zip(tops, items, strict=True)])
                 figures = {"candidates": candidates, "order_fusion": order_fusion, "answer_fusion": answer_fusion,
                            "threshold": round(threshold, 4), "recall_at_1": round(float(right[answerable].mean()), 4),
                            "refused_unanswerable": round(float((scores[~answerable] < threshold).mean()), 4),

@@ -133,7 +133,7 @@ def first_stage_threshold(model: str | None = None, backend: str = DEFAULT_BACKE
                           most_false_refusals: float = 0.05) -> float:
     """The refusal threshold of the first stage alone (no reader): on the reader data's "dev" stories,
     never trained on, all loaded together, the highest best cosine that wrongly refuses at most
-    ``most_false_refusals`` of the answerable questions."""
+    ``most_false_refusals`` of the answerable questions (those only a story's other version answers too)."""
     import numpy as np
 
     from .reader_data import load
@@ -142,7 +142,7 @@ def first_stage_threshold(model: str | None = None, backend: str = DEFAULT_BACKE
     documents, items = load({"dev"})
     with tempfile.TemporaryDirectory() as folder:
         engine = first_stage(documents, Path(folder), model, backend)
-        best, _ = engine.index.vectors.search(engine.embedder.queries([i.question for i in items if i.answer]), 1)
+        best, _ = engine.index.vectors.search(engine.embedder.queries([i.question for i in items if i.answerable]), 1)
     return round(float(np.quantile(best[:, 0], most_false_refusals, method="lower")), 4)
 
 

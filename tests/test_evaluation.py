@@ -12,7 +12,7 @@ import pytest
 import qa
 from qa.documents import guess_language, read_documents
 from qa.evaluation import (DEFAULT_ARTICLES, DEFAULT_GOLD, GoldQuestion, Result, alone_and_together, evaluate,
-                           load_gold, score, summarise)
+                           judge, load_gold, score, summarise)
 from qa.embedding import Embedder
 from qa.index import open_index
 from qa.search import BASE_MODEL_OFFSETS, SearchConfig, language_bias
@@ -129,3 +129,25 @@ def test_eval_command_prints_the_comparison(tmp_path):
     news = data["news"]["with the reader (default)"]
     assert {"en questions", "nl questions", "across languages", "all"} == set(news)
     assert news["all"]["questions"] >= 600 and 0 <= news["all"]["span_f1"] <= 1
+
+
+def test_the_twins_answer_counts_only_where_it_is_labelled(engine):
+    """A citation of the other language's version of a story is right only in the rows that count twins."""
+    from dataclasses import replace
+
+    answer = engine.ask("Where is the factory?")
+    positions = {(p.document, p.number): i for i, p in enumerate(engine.index.passages)}
+    first = answer.citations[answer.answering[0] - 1]
+    cited = positions[(first.document, first.sentence)]
+    elsewhere = next(i for i in range(len(positions)) if i not in {positions[(c.document, c.sentence)]
+                                                                    for c in answer.citations})
+    strict = GoldQuestion("Where is the factory?", "en", frozenset({elsewhere}), "test", "own.txt", "elsewhere")
+    twinned = replace(strict, twin=(cited, first.document, first.answer))
+    unanswered_here = replace(twinned, answers=frozenset(), span=None)
+    plain, counted, filled = judge(engine, [strict, twinned, unanswered_here], [answer] * 3)
+    assert plain.rank is None and not plain.right_answer_sentence and not strict.right_article(plain.first_article)
+    assert counted.rank == 1 and counted.right_answer_sentence and twinned.right_article(counted.first_article)
+    assert summarise([plain]).recall_at_1 == 0 and summarise([plain]).span_exact == 0
+    both = summarise([counted, filled])
+    assert both.recall_at_1 == 1 and both.span_exact == 1 and both.right_article == 1
+    assert np.isnan(both.refused_unanswerable)  # answered by its twin: no longer a question to refuse

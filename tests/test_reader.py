@@ -96,6 +96,10 @@ def test_serving_orders_by_one_weight_of_the_cosine_and_scores_by_the_other():
     assert [r.hit for r in readings] == hits  # 1 + 10 * 0.8 = 9 before 2 + 10 * 0.2 = 4
     assert [r.order_score for r in readings] == pytest.approx([9.0, 4.0])
     assert [r.score for r in readings] == pytest.approx([1.8, 2.2]) and [r.answer for r in readings] == [(0, 3), (0, 2)]
+    kept = Serving(2, 0.0, order_fusion=None, answer_fusion=1.0).readings(hits[::-1], np.array([2.0, 1.0]),
+                                                                        [(0, 2), (0, 3)])
+    assert [r.hit for r in kept] == hits[::-1]  # None: the first stage's order, whatever the reader says
+    assert [r.score for r in kept] == pytest.approx([2.2, 1.8])
 
 
 def test_off_topic_training_questions_are_put_to_the_other_stories_only(embedder, tmp_path):
@@ -169,3 +173,30 @@ def test_the_other_language_version_of_a_questions_story_is_never_a_training_can
     item = next(i for i in items if i.story == "chip_plant_eindhoven")
     other = {"en": "nl", "nl": "en"}[item.article[:2]] + item.article[2:]
     assert item.unlabelled(other) and not item.unlabelled(item.article) and not item.unlabelled("en_x_y.txt")
+
+
+def test_twin_labels_are_checked_line_by_line(monkeypatch, tmp_path):
+    """What the other language's version answers (twins/) is checked like the questions themselves."""
+    import json
+
+    import qa.reader_data as data
+
+    monkeypatch.setattr(data, "TWINS", tmp_path)
+    story = "limburg_flood"
+    items, problems = data.check_all([data.ARTICLES / f"{lang}_{story}.txt" for lang in ("en", "nl")])
+    assert not problems and not any(i.twin for i in items)
+    answerable = [i for i in items if i.article.startswith("en_") and i.answer is not None]
+    died = {"sentence": "In België zijn drie doden gevallen", "answer": "drie", "agrees": False}
+    rows = [{"article": i.article, "question": i.question, "sentence": None, "answer": None, "agrees": None}
+            for i in items]
+    rows[items.index(answerable[0])] |= died
+    rows[items.index(answerable[1])] |= {**died, "answer": "vier"}
+    rows[items.index(answerable[2])] |= {**died, "agrees": None}
+    rows.pop()
+    (tmp_path / f"{story}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    labelled, problems = data.check_twins(story, items)
+    twin = labelled[(answerable[0].article, answerable[0].question)].twin
+    assert twin.article == f"nl_{story}.txt" and twin.answer == "drie" and twin.agrees is False
+    assert any("'vier' must occur once" in p for p in problems)
+    assert any("agrees must be true or false" in p for p in problems)
+    assert any("3 questions without a line" in p for p in problems)
