@@ -91,8 +91,9 @@ class Engine:
 
     ``documents`` and ``index`` are the base articles; articles added later (``add``) live in
     ``library`` and, given ``folder``, persist there. With a ``reader`` the first stage's candidates are
-    read and it decides the order, the answer and whether the articles answer at all; without one the
-    first stage's order stands and its best cosine against ``threshold`` decides.
+    read and it decides the answer, whether the articles answer at all and (unless its serving keeps the
+    first stage's) the order; without one the first stage's order stands and its best cosine against
+    ``threshold`` decides.
     """
 
     def __init__(self, documents: list[Document], index: SentenceIndex, embedder: Embedder, *,
