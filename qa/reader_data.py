@@ -140,6 +140,22 @@ def load(splits: set[str]) -> tuple[list[Document], list[Item]]:
     return [read_document(p) for p in paths], items
 
 
+def _rows(path: Path, fields: set[str], problems: list[str]):
+    """Each line of a JSON-lines file that parses and has exactly ``fields``, with where it is; what does
+    not is added to ``problems``."""
+    for line, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        where = f"{path.name}:{line}"
+        try:
+            row = json.loads(raw) if raw.strip() else None
+        except ValueError as exc:
+            problems.append(f"{where}: not JSON ({exc})")
+            continue
+        if row is not None and set(row) != fields:
+            problems.append(f"{where}: fields {sorted(row)}, expected {sorted(fields)}")
+        elif row is not None:
+            yield where, row
+
+
 def check_article(path: Path) -> tuple[list[Item], list[str]]:
     """The questions of one article, and everything wrong with it (one message each, naming the line)."""
     problems: list[str] = []
@@ -158,18 +174,7 @@ def check_article(path: Path) -> tuple[list[Item], list[str]]:
     if not qfile.is_file():
         return [], problems + [f"{name}: no questions file {qfile.name}"]
     items, seen = [], set()
-    for line, raw in enumerate(qfile.read_text(encoding="utf-8").splitlines(), start=1):
-        if not raw.strip():
-            continue
-        where = f"{qfile.name}:{line}"
-        try:
-            row = json.loads(raw)
-        except ValueError as exc:
-            problems.append(f"{where}: not JSON ({exc})")
-            continue
-        if set(row) != FIELDS:
-            problems.append(f"{where}: fields {sorted(row)}, expected {sorted(FIELDS)}")
-            continue
+    for where, row in _rows(qfile, FIELDS, problems):
         if row["language"] not in LANGUAGE or row["kind"] not in KINDS:
             problems.append(f"{where}: language {row['language']!r} / kind {row['kind']!r}")
             continue
@@ -225,18 +230,7 @@ def check_twins(story: str, items: list[Item]) -> tuple[dict[tuple[str, str], It
         return {}, [f"{path.name}: the story has {len(sentences)} articles, a twin needs 2"]
     by_key = {(i.article, i.question): i for i in items}
     labelled, problems = {}, []
-    for line, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not raw.strip():
-            continue
-        where = f"{path.name}:{line}"
-        try:
-            row = json.loads(raw)
-        except ValueError as exc:
-            problems.append(f"{where}: not JSON ({exc})")
-            continue
-        if set(row) != TWIN_FIELDS:
-            problems.append(f"{where}: fields {sorted(row)}, expected {sorted(TWIN_FIELDS)}")
-            continue
+    for where, row in _rows(path, TWIN_FIELDS, problems):
         item = by_key.get((row["article"], row["question"]))
         if item is None:
             problems.append(f"{where}: no question {row['question']!r} in {row['article']}")
