@@ -76,7 +76,7 @@ class GoldQuestion:
         return self.twin[2] if self.twin is not None and position == self.twin[0] else self.span
 
     def right_article(self, article: str | None) -> bool:
-        return self.article is None or article in (self.article, self.twin and self.twin[1])
+        return self.article is None or article == self.article or (self.twin is not None and article == self.twin[1])
 
 
 @dataclass(frozen=True)
