@@ -229,11 +229,12 @@ def check_twins(story: str, items: list[Item]) -> tuple[dict[tuple[str, str], It
     if len(sentences) != 2:
         return {}, [f"{path.name}: the story has {len(sentences)} articles, a twin needs 2"]
     by_key = {(i.article, i.question): i for i in items}
+    checked = {i.article for i in items}
     labelled, problems = {}, []
     for where, row in _rows(path, TWIN_FIELDS, problems):
         item = by_key.get((row["article"], row["question"]))
         if item is None:
-            if row["article"] in {i.article for i in items}:  # else that article is not being checked
+            if row["article"] in checked:  # else that article is not being checked
                 problems.append(f"{where}: no question {row['question']!r} in {row['article']}")
             continue
         if (item.article, item.question) in labelled:

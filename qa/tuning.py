@@ -133,7 +133,7 @@ def first_stage_threshold(model: str | None = None, backend: str = DEFAULT_BACKE
                           most_false_refusals: float = 0.05) -> float:
     """The refusal threshold of the first stage alone (no reader): on the reader data's "dev" stories,
     never trained on, all loaded together, the highest best cosine that wrongly refuses at most
-    ``most_false_refusals`` of the answerable questions (those only a story's other version answers too)."""
+    ``most_false_refusals`` of the answerable questions (counting those only a story's other version answers)."""
     import numpy as np
 
     from .reader_data import load
