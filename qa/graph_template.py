@@ -36,9 +36,9 @@ from .adapters import WEIGHTS, AdapterError, adapter_digest
 from .model_format import ModelError, _PREPARED_NAME, cache_dir, install_onnx, transformer_folder
 
 GRAPHS = WEIGHTS / "graphs"
-LAYERS = (12, 6)
-"""The depths with a shipped template: the embedder's 12 and the reader's 6."""
-INT8_LAYERS = (6,)
+LAYERS = (12,)
+"""The depths with a shipped template: the embedder's and the reader's (all 12 layers of e5-small)."""
+INT8_LAYERS = (12,)
 """The depths with an int8 template too (the reader's): ONNX Runtime's dynamic quantisation of the
 matrix products (symmetric, per output column), the embeddings left in float32."""
 _QUANTISED = ("MatMul", "Attention")

@@ -1,7 +1,7 @@
 """Train the reader: ``python -m qa train-reader`` (tens of minutes), writing ``qa/weights/reader/``.
 
 Data: the team's articles and questions of the "train" split (:mod:`qa.reader_data`). For every
-question the untuned first stage, with all training articles loaded together, offers its top
+question the shipped first stage, with all training articles loaded together, offers its top
 candidates (an answerable question's own sentence is put in if the first stage missed it), so the
 reader learns on the near misses it will meet. The loss is listwise: one softmax over "none of
 them answers" and the candidates, so choosing one of k and refusing are the same decision; the
@@ -47,9 +47,10 @@ class TrainingSettings:
     off_topic: float = 0.3
     """Share of the questions also put, as questions to refuse, to the other stories' articles only: the
     on-topic unanswerable questions teach near misses, never a question the articles are not about."""
-    candidate_model: Literal["untuned", "shipped"] = "untuned"
-    """Which first stage offers them: "untuned" (harder near misses, the same whatever embedder adapter
-    ships) or "shipped" (the pairs served: attempt 16 in docs/reader.md, a tie held out)."""
+    candidate_model: Literal["untuned", "shipped"] = "shipped"
+    """Which first stage offers them: "shipped" (the pairs served, so training sees serving's near misses;
+    attempts 16 and 17 in docs/reader.md) or "untuned" (harder near misses, the same whatever embedder
+    adapter ships; attempt 11)."""
     erased: float = 0.0
     """Share of the answerable questions also put with their answer cut out of the answering sentence (the
     rest of the sentence and its neighbours kept), as questions to refuse: a near miss that differs from

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import asdict
+
 import numpy as np
 import pytest
 
@@ -11,7 +14,7 @@ from qa.documents import parse_document
 from qa.embedding import ADAPTER as EMBEDDER_ADAPTER
 from qa.reader import ADAPTER, HEADS, ReaderSettings, Reading, Serving, answers_first, best_span, encode_pair
 from qa.reader_data import data_files, dev_digest
-from qa.reader_training import COMMAND, erase, token_span
+from qa.reader_training import COMMAND, TrainingSettings, erase, token_span
 from qa.search import Hit
 
 
@@ -143,6 +146,7 @@ def test_the_shipped_reader_was_trained_on_the_committed_data():
     train-reader --serving-only`); commit qa/weights/reader."""
     manifest = read_manifest(ADAPTER)
     assert manifest["data_sha256"] == data_digest(data_files("train")), f"retrain: {COMMAND}"
+    assert manifest["settings"] == json.loads(json.dumps(asdict(TrainingSettings()))), f"retrain: {COMMAND}"
     assert manifest["dev_sha256"] == dev_digest(), f"choose again: {COMMAND} --serving-only"
     assert manifest["first_stage"] == adapter_digest(EMBEDDER_ADAPTER), f"choose again: {COMMAND} --serving-only"
     assert {"candidates", "threshold", "order_fusion", "answer_fusion"} == set(manifest["serving"])
