@@ -32,7 +32,7 @@ def test_english_question_through_the_api(client, engine):
     seed = engine.document("000_e2981c027b46f4f0.txt")
     # by its title (from seeds/*.title) and file name, in Markdown like the rest of the reply
     assert sources.startswith(f"[1] {markdown_escape(seed.title)} ({markdown_escape(seed.name)}), sentence 6")
-    assert "faciliteit in **de Alabuga Special Economic Zone, in de Russische republiek Tatarstan**," in sources
+    assert "faciliteit in de **Alabuga Special Economic Zone, in de Russische republiek Tatarstan**," in sources
 
 
 def test_dutch_question_through_the_api(client, engine):
