@@ -11,9 +11,9 @@ initialiser is matched against them. A first start then only reads the prepared 
 each adapter's low-rank product and writes the file: seconds, no tracing. The merged weights are
 rounded to float16, as the PyTorch path's float16 folders round them, so both give the same vectors.
 
-The reader is served in int8 (half the time): its template is the same graph quantised by ONNX
-Runtime (``quantize_dynamic``, per channel, the matrix products only), and the recipe says which
-weight's int8 values, scales or zero points fill each quantised initialiser. The filler quantises in
+The reader is served in int8 (faster, the same dev figures): its template is the same graph quantised
+by ONNX Runtime (``quantize_dynamic``, per channel, the matrix products and attention), and the recipe
+says which weight's int8 values, scales or zero points fill each quantised initialiser. The filler quantises in
 numpy (:func:`_int8`), which the template maker checks against ONNX Runtime's own output, value by
 value: a second, and slow (12 s), pass of ONNX Runtime's quantiser at first start is not needed.
 

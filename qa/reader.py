@@ -3,10 +3,10 @@ whether it answers, and finds the answer's words in it.
 
 Why: one vector per sentence cannot tell the sentence that names the answer from its neighbour that
 shares more of the question's words, nor see that a sentence is about the right thing but lacks the
-asked detail. The reader sees question and sentence together: the first layers of the same
-multilingual-e5-small, with a LoRA adapter trained by :mod:`qa.reader_training` on the team's own
-articles (shipped in ``qa/weights/reader``), merged on first use into the shipped ONNX graph of those
-layers as the embedder's is (:mod:`qa.graph_template`). Its small heads (a score, a start and an end per token, and the score of "no
+asked detail. The reader sees question and sentence together: the same multilingual-e5-small
+(:attr:`ReaderSettings.layers` of its layers, all 12 as shipped), with a LoRA adapter trained by
+:mod:`qa.reader_training` on the team's own articles (shipped in ``qa/weights/reader``), merged on first
+use into the shipped ONNX graph of those layers as the embedder's is (:mod:`qa.graph_template`). Its small heads (a score, a start and an end per token, and the score of "no
 candidate answers") are matrices applied in numpy.
 
 Input for one candidate: ``<s> query: QUESTION </s> PREVIOUS « CANDIDATE » NEXT </s>``, the
@@ -159,7 +159,7 @@ class Reader:
 
     @classmethod
     def load(cls, *, adapter: Path = ADAPTER, serving: Serving | None = None, progress: bool = True) -> Reader:
-        """Fill the shipped graph template of the first layers of e5-small with the adapter merged in (once,
+        """Fill the shipped graph template of the reader's layers of e5-small with the adapter merged in (once,
         seconds, :mod:`qa.graph_template`), and open it, served as its manifest says (or as ``serving`` says:
         a reader just trained has no serving settings yet)."""
         import onnxruntime
@@ -263,7 +263,7 @@ def truncated_encoder(base_folder: Path, layers: int, dtype):
 
     hf_logging.disable_progress_bar()
     verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # the layers left out are reported as unused weights: expected
+    hf_logging.set_verbosity_error()  # with fewer than 12, the layers left out are reported as unused: expected
     try:
         return AutoModel.from_pretrained(str(base_folder), num_hidden_layers=layers, dtype=dtype)
     finally:
