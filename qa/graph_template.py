@@ -13,9 +13,9 @@ rounded to float16, as the PyTorch path's float16 folders round them, so both gi
 
 The reader is served in int8 (faster, the same dev figures): its template is the same graph quantised
 by ONNX Runtime (``quantize_dynamic``, per channel, the matrix products and attention), and the recipe
-says which weight's int8 values, scales or zero points fill each quantised initialiser. The filler quantises in
-numpy (:func:`_int8`), which the template maker checks against ONNX Runtime's own output, value by
-value: a second, and slow (12 s), pass of ONNX Runtime's quantiser at first start is not needed.
+says which weight's int8 values, scales or zero points fill each quantised initialiser. The filler
+quantises in numpy (:func:`_int8`), which the template maker checks against ONNX Runtime's own output,
+value by value: a second, and slow (12 s), pass of ONNX Runtime's quantiser at first start is not needed.
 
 Make the templates again (after a change to :func:`qa.model_format._export_onnx` or the pinned
 onnxruntime/torch) with ``python -m qa.graph_template``.

@@ -6,8 +6,9 @@ shares more of the question's words, nor see that a sentence is about the right 
 asked detail. The reader sees question and sentence together: the same multilingual-e5-small
 (:attr:`ReaderSettings.layers` of its layers, all 12 as shipped), with a LoRA adapter trained by
 :mod:`qa.reader_training` on the team's own articles (shipped in ``qa/weights/reader``), merged on first
-use into the shipped ONNX graph of those layers as the embedder's is (:mod:`qa.graph_template`). Its small heads (a score, a start and an end per token, and the score of "no
-candidate answers") are matrices applied in numpy.
+use into the shipped ONNX graph of those layers as the embedder's is (:mod:`qa.graph_template`). Its
+small heads (a score, a start and an end per token, and the score of "no candidate answers") are
+matrices applied in numpy.
 
 Input for one candidate: ``<s> query: QUESTION </s> PREVIOUS « CANDIDATE » NEXT </s>``, the
 neighbouring sentences of its paragraph cut to a few tokens each.

@@ -223,13 +223,12 @@ def check_twins(story: str, items: list[Item]) -> tuple[dict[tuple[str, str], It
     with that file: each question of both articles once, each sentence and answer found as in
     :func:`check_article`, ``agrees`` set exactly where both articles answer."""
     path = TWINS / f"{story}.jsonl"
+    checked = {i.article for i in items}
     sentences = {name: [s.text for s in read_document(ARTICLES / name).sentences]
-                 for name in {i.article for i in items} | {f"{lang}_{story}.txt" for lang in LANGUAGE}
-                 if (ARTICLES / name).is_file()}
+                 for name in checked | {f"{lang}_{story}.txt" for lang in LANGUAGE} if (ARTICLES / name).is_file()}
     if len(sentences) != 2:
         return {}, [f"{path.name}: the story has {len(sentences)} articles, a twin needs 2"]
     by_key = {(i.article, i.question): i for i in items}
-    checked = {i.article for i in items}
     labelled, problems = {}, []
     for where, row in _rows(path, TWIN_FIELDS, problems):
         item = by_key.get((row["article"], row["question"]))

@@ -34,8 +34,8 @@ from .reader_data import SPARE, Item, data_files, dev_digest, load, story_of
 COMMAND = "python -m qa train-reader"
 CANDIDATE_COUNTS = (2,)
 """How many first-stage candidates the reader may read per question. At most what fits the 30 ms it may
-add to ``ask()`` on a 2-core machine (about 13 ms a candidate with 12 layers; ``python -m qa bench`` prints each count's
-cost), and at least two, so that a second article's answer can be shown beside the first, and the reader
+add to ``ask()`` on a 2-core machine (about 13 ms a candidate with 12 layers; ``python -m qa bench``
+prints each count's cost), and at least two, so that a second article's answer can be shown beside the first, and the reader
 has a say in the order (docs/reader.md, attempt 6)."""
 
 
