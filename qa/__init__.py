@@ -32,7 +32,7 @@ from .index import IndexProblem, SentenceIndex, open_index
 from .ingest import from_any, from_text
 from .library import (SESSION_MAX_ARTICLES, SESSION_MAX_BYTES, ArticleInfo, Library, Part, Progress, Session,
                       Snapshot)
-from .reader import Reader, Reading, answers_first, neighbours_of
+from .reader import Reader, Reading, answers_first
 from .search import BASE_MODEL_OFFSETS, Hit, SearchConfig, Searcher, rank
 
 __all__ = ["load", "Engine", "Session", "Document", "ArticleInfo", "Answer", "Citation", "SearchConfig", "Reader",
@@ -190,16 +190,16 @@ class Engine:
         for row, (i, p, context) in enumerate(pending):
             hits = self._search(snapshot, p.text, vectors[row], next(context_vectors) if context else None,
                                 wanted, articles)
-            readings, chosen = self._read(snapshot, p.text, hits, top_k)
+            readings, chosen = self._read(p.text, hits, top_k)
             answers[i] = compose(p.text, readings, answering=chosen, notice=p.notice, articles=info)
         return answers
 
-    def _read(self, snapshot: Snapshot, question: str, hits: list[Hit], top_k: int) -> tuple[list[Reading], list[int]]:
+    def _read(self, question: str, hits: list[Hit], top_k: int) -> tuple[list[Reading], list[int]]:
         """The candidates to cite, in order (those that answer first), and the positions of those that answer."""
         if self.reader is None:
             found = bool(hits) and max(h.dense for h in hits) >= self.threshold
             return [Reading(h, None, (0, 0)) for h in hits[:top_k]], [0] if found else []
-        readings = self.reader.read(question, hits, lambda s: neighbours_of(snapshot.document(s.document), s.number - 1))
+        readings = self.reader.read(question, hits)
         readings += [Reading(h, None, (0, 0)) for h in hits[len(readings):]]
         readings, answering = answers_first(readings, self.reader.serving.threshold)
         return readings[:max(top_k, answering)], list(range(answering))  # an answer is always cited

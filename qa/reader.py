@@ -3,15 +3,15 @@ whether it answers, and finds the answer's words in it.
 
 Why: one vector per sentence cannot tell the sentence that names the answer from its neighbour that
 shares more of the question's words, nor see that a sentence is about the right thing but lacks the
-asked detail. The reader sees question and sentence together: the same multilingual-e5-small
+asked detail. The reader sees question and sentences together: the same multilingual-e5-small
 (:attr:`ReaderSettings.layers` of its layers, all 12 as shipped), with a LoRA adapter trained by
 :mod:`qa.reader_training` on the team's own articles (shipped in ``qa/weights/reader``), merged on first
 use into the shipped ONNX graph of those layers as the embedder's is (:mod:`qa.graph_template`). Its
 small heads (a score, a start and an end per token, and the score of "no candidate answers") are
 matrices applied in numpy.
 
-Input for one candidate: ``<s> query: QUESTION </s> PREVIOUS « CANDIDATE » NEXT </s>``, the
-neighbouring sentences of its paragraph cut to a few tokens each.
+Input: the question with all the candidates read for it, in one row, so that each is judged against the
+others: ``<s> query: QUESTION </s> « CANDIDATE 1 » « CANDIDATE 2 » … </s>``.
 """
 
 from __future__ import annotations
@@ -19,12 +19,11 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from .adapters import WEIGHTS, adapter_digest, read_manifest
-from .documents import Sentence
 from .graph_template import template_onnx_file
 from .model_format import ModelError, prepare_default_model
 from .search import Hit
@@ -32,7 +31,7 @@ from .search import Hit
 ADAPTER = WEIGHTS / "reader"
 HEADS = "heads.safetensors"
 OPEN, CLOSE = "«", "»"
-"""Marks around the candidate sentence, between its neighbours (single pieces of e5's vocabulary)."""
+"""Marks around each candidate sentence (single pieces of e5's vocabulary)."""
 
 
 @dataclass(frozen=True)
@@ -42,8 +41,6 @@ class ReaderSettings:
     layers: int = 12
     """Layers of e5-small kept (of 12): all of them read better than the first 6 on dev and held out
     (attempt 17 in docs/reader.md), at about twice the time per question, within the budget."""
-    context_tokens: int = 8
-    """Tokens of each neighbouring sentence shown around the candidate (8 read better than 16 on dev)."""
     question_tokens: int = 40
     sentence_tokens: int = 80
     answer_tokens: int = 24
@@ -70,42 +67,44 @@ class Reading:
 
 @dataclass(frozen=True)
 class Features:
-    """One question-candidate pair as token ids, with where the candidate's tokens lie and their characters."""
+    """One question with its candidates as one row of token ids: where each candidate's tokens lie in it, and
+    the characters of each of those tokens in its sentence."""
 
     ids: list[int]
-    first: int  # index of the candidate's first token in ids
-    offsets: list[tuple[int, int]]  # character span of each candidate token in the sentence
+    firsts: list[int]  # index in ids of each candidate's first token
+    offsets: list[list[tuple[int, int]]]  # per candidate, the character span of each of its tokens
 
 
-def encode_pair(tokenizer, question: str, sentence: str, before: str, after: str,
-                settings: ReaderSettings) -> Features:
-    """Token ids for one pair (training uses the same function, so both see the same input)."""
-    def ids(text: str, **kw) -> dict:
-        return tokenizer(text, add_special_tokens=False, **kw)
-
-    q = ids("query: " + question)["input_ids"][:settings.question_tokens]
-    c = ids(sentence, return_offsets_mapping=True)
-    c_ids, offsets = c["input_ids"][:settings.sentence_tokens], c["offset_mapping"][:settings.sentence_tokens]
-    b = ids(before)["input_ids"][-settings.context_tokens:] if before else []
-    a = ids(after)["input_ids"][:settings.context_tokens] if after else []
-    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
-    head = [bos, *q, eos, *b, tokenizer.convert_tokens_to_ids("▁" + OPEN)]
-    tail = [tokenizer.convert_tokens_to_ids("▁" + CLOSE), *a, eos]
-    spans = [(s + (sentence[s:e][:1] == " "), e) for s, e in offsets]  # Metaspace pieces carry their space
-    return Features([*head, *c_ids, *tail], len(head), spans)
+def encode(tokenizer, question: str, sentences: Sequence[str], settings: ReaderSettings) -> Features:
+    """Token ids for a question and its candidates, read together (training uses the same function, so both
+    see the same input)."""
+    q = tokenizer("query: " + question, add_special_tokens=False)["input_ids"][:settings.question_tokens]
+    ids = [tokenizer.bos_token_id, *q, tokenizer.eos_token_id]
+    opening, closing = (tokenizer.convert_tokens_to_ids("▁" + mark) for mark in (OPEN, CLOSE))
+    firsts, offsets = [], []
+    for sentence in sentences:
+        c = tokenizer(sentence, add_special_tokens=False, return_offsets_mapping=True)
+        ids.append(opening)
+        firsts.append(len(ids))
+        ids += c["input_ids"][:settings.sentence_tokens]
+        ids.append(closing)
+        offsets.append([(s + (sentence[s:e][:1] == " "), e)  # Metaspace pieces carry their space
+                        for s, e in c["offset_mapping"][:settings.sentence_tokens]])
+    return Features([*ids, tokenizer.eos_token_id], firsts, offsets)
 
 
 def batch_arrays(features: Sequence[Features]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Padded ids, attention mask, and the mask of each row's candidate tokens."""
+    """Padded ids, attention mask, and per row and candidate the mask of that candidate's tokens."""
     width = max(len(f.ids) for f in features)
     ids = np.ones((len(features), width), dtype=np.int64)  # 1 is e5's padding id
     mask = np.zeros_like(ids)
-    candidate = np.zeros(ids.shape, dtype=np.float32)
+    candidates = np.zeros((len(features), max(len(f.firsts) for f in features), width), dtype=np.float32)
     for row, f in enumerate(features):
         ids[row, :len(f.ids)] = f.ids
         mask[row, :len(f.ids)] = 1
-        candidate[row, f.first:f.first + len(f.offsets)] = 1
-    return ids, mask, candidate
+        for k, (first, offsets) in enumerate(zip(f.firsts, f.offsets)):
+            candidates[row, k, first:first + len(offsets)] = 1
+    return ids, mask, candidates
 
 
 def best_span(start: np.ndarray, end: np.ndarray, longest: int) -> tuple[int, int]:
@@ -197,33 +196,29 @@ class Reader:
         return cls(session, AutoTokenizer.from_pretrained(str(base)), heads, settings, serving,
                    f"{base.name}-reader-{adapter_digest(adapter)}")
 
-    def read(self, question: str, hits: Sequence[Hit],
-             neighbours: Callable[[Sentence], tuple[str, str]]) -> list[Reading]:
-        """The first :attr:`Serving.candidates` hits read with the question in one batch, in the order."""
+    def read(self, question: str, hits: Sequence[Hit]) -> list[Reading]:
+        """The first :attr:`Serving.candidates` hits read with the question, in the order."""
         hits = hits[:self.serving.candidates]
-        return self.serving.readings(hits, *self.judge(question, hits, neighbours)) if hits else []
+        return self.serving.readings(hits, *self.judge(question, hits)) if hits else []
 
-    def judge(self, question: str, hits: Sequence[Hit], neighbours: Callable[[Sentence], tuple[str, str]]
-              ) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    def judge(self, question: str, hits: Sequence[Hit]) -> tuple[np.ndarray, list[tuple[int, int]]]:
         """Each hit's log-odds that it answers (against "none of them does") and the character span of its
-        answer, in the hits' order. In int8 a hit's figures depend a little on the rest of its batch (the
-        activations share one scale), so judge the hits that are served together."""
-        features = [encode_pair(self.tokenizer, question, h.passage.text, *neighbours(h.passage), self.settings)
-                    for h in hits]
-        ids, mask, candidate = batch_arrays(features)
+        answer, in the hits' order. The hits are read together, so a hit's figures depend on the others
+        read with it: judge the hits that are served together."""
+        features = encode(self.tokenizer, question, [h.passage.text for h in hits], self.settings)
+        ids, mask, candidates = batch_arrays([features])
         feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
         states = self.session.run(None, {i.name: feed[i.name] for i in self.session.get_inputs()})[0]
-        log_odds, starts, ends = apply_heads(self.heads, states, candidate)
+        log_odds, starts, ends = apply_heads(self.heads, states, candidates)
         spans = []
-        for row, f in enumerate(features):
-            n = len(f.offsets)
-            if not n:
+        for first, offsets in zip(features.firsts, features.offsets):
+            if not offsets:
                 spans.append((0, 0))
                 continue
-            first, last = best_span(starts[row, f.first:f.first + n], ends[row, f.first:f.first + n],
-                                    self.settings.answer_tokens)
-            spans.append((f.offsets[first][0], f.offsets[last][1]))
-        return log_odds.astype(np.float64), spans
+            n = len(offsets)
+            start, end = best_span(starts[0, first:first + n], ends[0, first:first + n], self.settings.answer_tokens)
+            spans.append((offsets[start][0], offsets[end][1]))
+        return log_odds[0].astype(np.float64), spans
 
 
 def answers_first(readings: Sequence[Reading], threshold: float, *, most: int = 3) -> tuple[list[Reading], int]:
@@ -239,19 +234,10 @@ def answers_first(readings: Sequence[Reading], threshold: float, *, most: int = 
     return [readings[i] for i in front] + [r for i, r in enumerate(readings) if i not in front], len(front)
 
 
-def neighbours_of(document, index: int) -> tuple[str, str]:
-    """The sentences before and after sentence ``index`` (0-based) within its paragraph ("" where none)."""
-    sentences = document.sentences
-    me = sentences[index]
-    before = sentences[index - 1].text if index > 0 and sentences[index - 1].paragraph == me.paragraph else ""
-    after = (sentences[index + 1].text if index + 1 < len(sentences) and sentences[index + 1].paragraph == me.paragraph
-             else "")
-    return before, after
-
-
-def apply_heads(heads: dict[str, np.ndarray], states: np.ndarray, candidate: np.ndarray):
-    """Scores (against "none answers"), start and end logits from the encoder's token states."""
-    pooled = (states * candidate[..., None]).sum(1) / np.maximum(candidate.sum(1, keepdims=True), 1)
+def apply_heads(heads: dict[str, np.ndarray], states: np.ndarray, candidates: np.ndarray):
+    """Each candidate's score (against "none answers"), and start and end logits per token, from the encoder's
+    token states (rows, tokens, hidden) and the candidates' token masks (rows, candidates, tokens)."""
+    pooled = candidates @ states / np.maximum(candidates.sum(2, keepdims=True), 1)
     scores = pooled @ heads["score.weight"][0] + heads["score.bias"][0] - heads["null"][0]
     spans = states @ heads["span.weight"].T + heads["span.bias"]
     return scores, spans[..., 0], spans[..., 1]

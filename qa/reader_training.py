@@ -27,23 +27,24 @@ import numpy as np
 from .adapters import adapter_digest, data_digest, read_manifest, write_adapter, write_manifest
 from .embedding import ADAPTER as EMBEDDER_ADAPTER
 from .embedding import BASE_MODEL, DEFAULT_BACKEND
-from .reader import (ADAPTER, HEADS, Features, Reader, ReaderSettings, Serving, answers_first, batch_arrays,
-                     encode_pair, neighbours_of, truncated_encoder)
+from .reader import (ADAPTER, HEADS, Features, Reader, ReaderSettings, Serving, answers_first, batch_arrays, encode,
+                     truncated_encoder)
 from .reader_data import SPARE, Item, data_files, dev_digest, load, story_of
 
 COMMAND = "python -m qa train-reader"
-CANDIDATE_COUNTS = (2,)
+CANDIDATE_COUNTS = (2, 3)
 """How many first-stage candidates the reader may read per question. At most what fits the 30 ms it may
-add to ``ask()`` on a 2-core machine (about 13 ms a candidate with 12 layers; ``python -m qa bench``
-prints each count's cost), and at least two, so that a second article's answer can be shown beside the first, and the reader
-has a say in the order (docs/reader.md, attempt 6)."""
+add to ``ask()`` on a 2-core machine (read together in one row, each costs about 5 ms with 12 layers;
+``python -m qa bench`` prints each count's cost), and at least two, so that a second article's answer can
+be shown beside the first, and the reader has a say in the order (docs/reader.md, attempts 6 and 19)."""
 
 
 @dataclass(frozen=True)
 class TrainingSettings:
     reader: ReaderSettings = field(default_factory=ReaderSettings)
-    candidates: int = 3
-    """First-stage candidates per question in training (near the 2 served; 8 trained worse on dev than 5)."""
+    candidates: int = 4
+    """First-stage candidates per question in training (as many as the most served), shown in an order drawn
+    with the seed, so that the reader judges them by what they say rather than where they stand."""
     off_topic: float = 0.3
     """Share of the questions also put, as questions to refuse, to the other stories' articles only: the
     on-topic unanswerable questions teach near misses, never a question the articles are not about."""
@@ -76,7 +77,7 @@ class Example:
 
     item: Item
     candidates: list[tuple[str, int]]  # (article, 0-based sentence)
-    features: list[Features]
+    features: Features
     label: int | None
     span: tuple[int, int] | None  # token indices within the answering candidate's tokens
 
@@ -118,8 +119,10 @@ def off_topic_questions(engine, items: list[Item], settings: TrainingSettings) -
 
 
 def make_examples(items: list[Item], documents, candidates: list[list[tuple[str, int]]], tokenizer,
-                  settings: ReaderSettings, *, include_gold: bool) -> list[Example]:
-    """Token features per question and candidate; ``include_gold`` puts a missed answering sentence in last."""
+                  settings: ReaderSettings, *, include_gold: bool, seed: int = 0) -> list[Example]:
+    """Token features per question, its candidates shuffled with ``seed``; ``include_gold`` puts a missed
+    answering sentence in place of the last candidate."""
+    rng = random.Random(seed)
     by_name = {d.name: d for d in documents}
     examples = []
     for item, found in zip(items, candidates):
@@ -129,17 +132,14 @@ def make_examples(items: list[Item], documents, candidates: list[list[tuple[str,
             found = [*found[:-1], gold]
         if not found:  # every candidate was the other language's article: nothing to learn from
             continue
-        features = []
-        for article, index in found:
-            document = by_name[article]
-            features.append(encode_pair(tokenizer, item.question, document.sentences[index].text,
-                                        *neighbours_of(document, index), settings))
+        rng.shuffle(found)
+        features = encode(tokenizer, item.question, [by_name[a].sentences[i].text for a, i in found], settings)
         label = found.index(gold) if item.answer is not None and gold in found else None
         span = None
         if label is not None:
             text = by_name[item.article].sentences[item.sentence].text
             start = text.index(item.answer)
-            span = token_span(features[label], start, start + len(item.answer))
+            span = token_span(features.offsets[label], start, start + len(item.answer))
         examples.append(Example(item, found, features, label, span))
     return examples
 
@@ -168,17 +168,16 @@ def erased_examples(examples: list[Example], documents, tokenizer, settings: Tra
         cut = erase(texts[example.label], item.answer)
         if cut is None or any(item.answer in t for k, t in enumerate(texts) if k != example.label):
             continue
-        article, index = example.candidates[example.label]
-        features = list(example.features)
-        features[example.label] = encode_pair(tokenizer, item.question, cut,
-                                              *neighbours_of(by_name[article], index), settings.reader)
+        texts[example.label] = cut
+        features = encode(tokenizer, item.question, texts, settings.reader)
         made.append(Example(replace(item, answer=None, kind="erased", twin=None), example.candidates, features, None, None))
     return made
 
 
-def token_span(features: Features, start: int, end: int) -> tuple[int, int] | None:
-    """The candidate tokens covering characters [start, end) (None if cut off by the length limit)."""
-    inside = [t for t, (s, e) in enumerate(features.offsets) if e > start and s < end]
+def token_span(offsets: list[tuple[int, int]], start: int, end: int) -> tuple[int, int] | None:
+    """A candidate's tokens (given by their character ``offsets``) covering characters [start, end) (None if
+    cut off by the length limit)."""
+    inside = [t for t, (s, e) in enumerate(offsets) if e > start and s < end]
     return (inside[0], inside[-1]) if inside else None
 
 
@@ -207,14 +206,14 @@ class ReaderModel:
         self.encoder.train(mode)
 
     def forward(self, features: list[Features]):
-        """Scores against "none", start and end logits for a batch of pairs."""
+        """Per question, each candidate's score against "none", and start and end logits per token."""
         import torch
 
-        ids, mask, candidate = (torch.from_numpy(a) for a in batch_arrays(features))
+        ids, mask, candidates = (torch.from_numpy(a) for a in batch_arrays(features))
         states = self.encoder(input_ids=ids, attention_mask=mask, token_type_ids=torch.zeros_like(ids)).last_hidden_state
-        pooled = (states * candidate[..., None]).sum(1) / candidate.sum(1, keepdim=True).clamp(min=1)
+        pooled = candidates @ states / candidates.sum(2, keepdim=True).clamp(min=1)
         spans = self.span(states)
-        return self.score(pooled)[:, 0] - self.null, spans[..., 0], spans[..., 1]
+        return self.score(pooled)[..., 0] - self.null, spans[..., 0], spans[..., 1]
 
     def heads(self) -> dict[str, np.ndarray]:
         return {"score.weight": self.score.weight.detach().numpy(), "score.bias": self.score.bias.detach().numpy(),
@@ -223,24 +222,19 @@ class ReaderModel:
 
 
 def loss_of(model: ReaderModel, examples: list[Example], span_weight: float):
-    """Listwise loss over [none, candidates...] per question, plus the span loss on answering candidates."""
+    """Listwise loss over [none, candidates...] per question, plus the span loss on the answering candidate."""
     import torch
 
-    features = [f for e in examples for f in e.features]
-    scores, starts, ends = model.forward(features)
-    total, row = 0.0, 0
-    for e in examples:
-        k = len(e.features)
-        logits = torch.cat([torch.zeros(1), scores[row:row + k]])
-        total = total + torch.nn.functional.cross_entropy(logits[None], torch.tensor([0 if e.label is None else e.label + 1]))
+    scores, starts, ends = model.forward([e.features for e in examples])
+    cross_entropy = torch.nn.functional.cross_entropy
+    total = 0.0
+    for row, e in enumerate(examples):
+        logits = torch.cat([torch.zeros(1), scores[row, :len(e.candidates)]])
+        total = total + cross_entropy(logits[None], torch.tensor([0 if e.label is None else e.label + 1]))
         if e.span is not None:
-            f = e.features[e.label]
-            first, n = f.first, len(f.offsets)
-            r = row + e.label
-            total = total + span_weight * (
-                torch.nn.functional.cross_entropy(starts[r, first:first + n][None], torch.tensor([e.span[0]]))
-                + torch.nn.functional.cross_entropy(ends[r, first:first + n][None], torch.tensor([e.span[1]])))
-        row += k
+            first, n = e.features.firsts[e.label], len(e.features.offsets[e.label])
+            total = total + span_weight * (cross_entropy(starts[row, first:first + n][None], torch.tensor([e.span[0]]))
+                                           + cross_entropy(ends[row, first:first + n][None], torch.tensor([e.span[1]])))
     return total / len(examples)
 
 
@@ -295,7 +289,7 @@ def train_reader(*, settings: TrainingSettings = TrainingSettings(), adapter: Pa
         found = candidates_for(offering, items, settings.candidates)
         strays, stray_found = off_topic_questions(offering, items, settings)
     examples = make_examples(items + strays, documents, found + stray_found, tokenizer, settings.reader,
-                             include_gold=True)
+                             include_gold=True, seed=settings.seed)
     erased = erased_examples(examples, documents, tokenizer, settings)
     examples += erased
     model = train(examples, base, settings, progress=progress)
@@ -332,8 +326,8 @@ class _Keeping(Reader):
                          Serving(candidates, -np.inf), reader.version)
         self.kept: list[tuple[list, np.ndarray, list]] = []
 
-    def judge(self, question, hits, neighbours):
-        log_odds, spans = super().judge(question, hits, neighbours)
+    def judge(self, question, hits):
+        log_odds, spans = super().judge(question, hits)
         self.kept.append((list(hits), log_odds, spans))
         return log_odds, spans
 

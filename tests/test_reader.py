@@ -12,21 +12,24 @@ from qa.adapters import adapter_digest, data_digest, read_manifest
 from qa.answer import compose
 from qa.documents import parse_document
 from qa.embedding import ADAPTER as EMBEDDER_ADAPTER
-from qa.reader import ADAPTER, HEADS, ReaderSettings, Reading, Serving, answers_first, best_span, encode_pair
+from qa.reader import ADAPTER, HEADS, ReaderSettings, Reading, Serving, answers_first, best_span, encode
 from qa.reader_data import data_files, dev_digest
 from qa.reader_training import COMMAND, TrainingSettings, erase, token_span
 from qa.search import Hit
 
 
-def test_a_pair_marks_the_candidate_between_its_neighbours(reader):
-    features = encode_pair(reader.tokenizer, "Hoe ver?", "Het ligt 800 kilometer van Moskou.", "Ervoor.", "Erna.",
-                           ReaderSettings())
+def test_the_candidates_are_read_together_each_between_marks(reader):
+    sentences = ["Het ligt 800 kilometer van Moskou.", "Er werken mensen."]
+    features = encode(reader.tokenizer, "Hoe ver?", sentences, ReaderSettings())
     tokens = reader.tokenizer.convert_ids_to_tokens(features.ids)
-    assert tokens[0] == "<s>" and tokens[-1] == "</s>"
-    assert tokens[features.first - 1] == "▁«" and tokens[features.first + len(features.offsets)] == "▁»"
-    sentence = "Het ligt 800 kilometer van Moskou."
-    assert [sentence[s:e] for s, e in features.offsets][:3] == ["Het", "ligt", "800"]  # no leading spaces
-    assert token_span(features, 9, 22) == (2, 3)  # "800 kilometer"
+    assert tokens[0] == "<s>" and tokens[-1] == "</s>" and tokens.count("</s>") == 2  # after the question, at the end
+    assert len(features.firsts) == len(features.offsets) == 2
+    for first, offsets in zip(features.firsts, features.offsets):
+        assert tokens[first - 1] == "▁«" and tokens[first + len(offsets)] == "▁»"
+    assert [sentences[0][s:e] for s, e in features.offsets[0]][:3] == ["Het", "ligt", "800"]  # no leading spaces
+    assert token_span(features.offsets[0], 9, 22) == (2, 3)  # "800 kilometer"
+    assert reader.tokenizer.decode(features.ids[features.firsts[1]:features.firsts[1] + len(features.offsets[1])]) \
+        == sentences[1]
 
 
 def test_erasing_the_answer_leaves_a_mended_sentence():
@@ -55,15 +58,17 @@ def test_erased_examples_refuse_the_answering_sentence_without_its_answer(reader
     assert 40 <= len(made) <= len(examples)
     assert erased_examples(examples, documents, reader.tokenizer, replace(settings, erased=0.0)) == []
     originals = {e.item.question: e for e in examples}
+    def candidate(features, k):
+        return features.ids[features.firsts[k]:features.firsts[k] + len(features.offsets[k])]
+
     for example in made:
         original = originals[example.item.question]
         assert example.label is None and example.span is None and example.item.answer is None
         assert example.candidates == original.candidates
         gold = original.label
-        assert example.features[1 - gold] == original.features[1 - gold]
-        cut = example.features[gold]
-        assert original.item.answer not in reader.tokenizer.decode(cut.ids[cut.first:cut.first + len(cut.offsets)])
-        assert len(cut.offsets) < len(original.features[gold].offsets)
+        assert candidate(example.features, 1 - gold) == candidate(original.features, 1 - gold)
+        assert original.item.answer not in reader.tokenizer.decode(candidate(example.features, gold))
+        assert len(example.features.offsets[gold]) < len(original.features.offsets[gold])
 
 
 def test_the_best_span_respects_order_and_length():
