@@ -32,6 +32,7 @@ from .reader import (ADAPTER, HEADS, Features, Reader, ReaderSettings, Serving, 
 from .reader_data import SPARE, Item, data_files, dev_digest, load, story_of
 
 COMMAND = "python -m qa train-reader"
+SEED_ARTICLE = "000_e2981c027b46f4f0.txt"
 CANDIDATE_COUNTS = (2, 3)
 """How many first-stage candidates the reader may read per question. At most what fits the 30 ms it may
 add to ``ask()`` on a 2-core machine (read together in one row, each costs about 5 ms with 12 layers;
@@ -310,6 +311,22 @@ def choose_and_record(adapter: Path = ADAPTER, *, progress: bool = True) -> Path
     return adapter
 
 
+SEED_CHECKS = (
+    ("Where is the factory?", 6), ("Where will the drones be built?", 6),
+    ("In which Russian region is the planned drone plant located?", 6),
+    ("When could the plant be running at full capacity?", 7), ("Which port do the drones pass through?", 9),
+    ("What fighter jet does Iran want to buy?", 13), ("Who is the White House spokesman?", 3),
+    ("Which newspaper reported the deal in November?", 10), ("Waar staat de fabriek?", 6),
+    ("In welke Russische republiek ligt de Alabuga-zone?", 6), ("Welk gevechtsvliegtuig wil Iran kopen?", 13),
+    ("Welke straaljager koopt Iran van Rusland?", 13), ("Wie heeft sancties opgelegd?", 21),
+    ("What is the capital of France?", None), ("How many goals did Ajax score last Sunday?", None),
+    ("Wie wint de verkiezingen in Nederland?", None),
+)
+"""Questions on the seed article, the one the product ships with, that a serving setting must get right:
+the sentence (1-based) its first citation must be, or None where it must refuse. The tests ask them too
+(tests/test_answers.py). Questions of the gold set's held-out third are left out, so that its figures are
+not chosen on."""
+
 FUSIONS = (0.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 1000.0)
 """Weights of the first stage's cosine tried in the order and in the refusal score. At 1000 the reader's
 log-odds (about -10 to +10) overturn only cosine gaps under about 0.02; in the order, None (the first
@@ -332,24 +349,42 @@ class _Keeping(Reader):
         return log_odds, spans
 
 
+def _passes(serving: Serving, threshold: float, kept: list) -> bool:
+    """Whether ``serving`` at ``threshold`` answers each of :data:`SEED_CHECKS` as it must (``kept``: their
+    readings, in order)."""
+    for (_, sentence), readings in zip(SEED_CHECKS, kept, strict=True):
+        ordered, answering = answers_first(serving.readings(*readings), threshold)
+        if (answering > 0) != (sentence is not None) or (answering and ordered[0].hit.passage.number != sentence):
+            return False
+    return True
+
+
 def choose_serving(reader: Reader, *, most_false_refusals: float = 0.05) -> tuple[Serving, dict]:
     """On the "dev" stories: how many candidates to read (of :data:`CANDIDATE_COUNTS`) and the cosine's
     weights in the order and in the score (of :data:`FUSIONS`), with the refusal threshold that wrongly
     refuses at most ``most_false_refusals`` of the answerable questions. Kept: the best R@1 plus share of
-    unanswerable questions refused, among the settings whose R@1 is at least the first stage's. Each
-    setting is scored the way :class:`qa.Engine` serves it (:meth:`Serving.readings`, :func:`answers_first`).
-    Where ``twins/`` labels a story, what its other language's version answers is right too, and a question
-    only that version answers is answerable (:meth:`Item.is_answer`): all of dev is loaded together."""
+    unanswerable questions refused, among the settings whose R@1 is at least the first stage's and that
+    answer :data:`SEED_CHECKS` right. Each setting is scored the way :class:`qa.Engine` serves it
+    (:meth:`Serving.readings`, :func:`answers_first`). Where ``twins/`` labels a story, what its other
+    language's version answers is right too, and a question only that version answers is answerable
+    (:meth:`Item.is_answer`): all of dev is loaded together."""
+    import qa
+
+    from .documents import read_document
+
     documents, items = load({"dev"})
     questions = [i.question for i in items]
     answerable = np.array([i.answerable for i in items])
-    passes = {}
+    passes, checks = {}, {}
     with tempfile.TemporaryDirectory() as folder:
-        engine = first_stage(documents, Path(folder))
+        engine = first_stage(documents, Path(folder) / "dev")
+        seed = first_stage([read_document(qa.ROOT / "seeds" / SEED_ARTICLE)], Path(folder) / "seed")
         alone = engine.ask_many(questions, top_k=1)
         for candidates in CANDIDATE_COUNTS:  # one pass per count: in int8 a batch's figures depend on its size
             passes[candidates] = _Keeping(reader, candidates)
             engine.with_config(reader=passes[candidates]).ask_many(questions, top_k=1)
+            checks[candidates] = _Keeping(reader, candidates)
+            seed.with_config(reader=checks[candidates]).ask_many([q for q, _ in SEED_CHECKS], top_k=1)
     floor = np.mean([i.is_answer(a.citations[0].document, a.citations[0].sentence - 1)
                      for a, i in zip(alone, items, strict=True) if i.answerable])
     best: tuple[float, Serving, dict] | None = None
@@ -367,8 +402,10 @@ def choose_serving(reader: Reader, *, most_false_refusals: float = 0.05) -> tupl
                            "refused_unanswerable": round(float((scores[~answerable] < threshold).mean()), 4),
                            "refused_answerable": round(float((scores[answerable] < threshold).mean()), 4)}
                 value = figures["recall_at_1"] + figures["refused_unanswerable"]
-                if figures["recall_at_1"] >= floor and (best is None or value > best[0] + 1e-9):  # never worse order
+                if (figures["recall_at_1"] >= floor and (best is None or value > best[0] + 1e-9)  # never worse order
+                        and _passes(serving, threshold, checks[candidates].kept)):
                     best = (value, Serving(candidates, threshold, order_fusion, answer_fusion), figures)
     if best is None:
-        raise ValueError("no serving setting orders the dev questions as well as the first stage alone")
+        raise ValueError("no serving setting orders the dev questions as well as the first stage alone and "
+                         "answers the seed article's checks (SEED_CHECKS)")
     return best[1], best[2]

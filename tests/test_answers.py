@@ -12,32 +12,16 @@ import qa
 from qa.answer import compose, mark, markdown_unescape
 from qa.documents import parse_document
 from qa.reader import Reading
+from qa.reader_training import SEED_CHECKS
 from qa.search import Hit
 
-# (question, sentence number that must be cited first)
-ANSWERABLE = [
-    ("Where is the factory?", 6),
-    ("Where will the drones be built?", 6),
-    ("In which Russian region is the planned drone plant located?", 6),
-    ("When could the plant be running at full capacity?", 7),
-    ("Which port do the drones pass through?", 9),
-    ("What fighter jet does Iran want to buy?", 13),
-    ("Who is the White House spokesman?", 3),
-    ("Which newspaper reported the deal in November?", 10),
-    ("Waar staat de fabriek?", 6),
-    ("In welke Russische republiek ligt de Alabuga-zone?", 6),
+# (question, sentence number that must be cited first): the checks the reader's serving is chosen to pass,
+# and questions of the gold set's held-out third that it is not chosen on
+ANSWERABLE = [(q, n) for q, n in SEED_CHECKS if n is not None] + [
     ("Wanneer kan de fabriek volledig draaien?", 7),
-    ("Welk gevechtsvliegtuig wil Iran kopen?", 13),
-    ("Welke straaljager koopt Iran van Rusland?", 13),
     ("Via welke zee worden de drones vervoerd?", 9),
-    ("Wie heeft sancties opgelegd?", 21),
 ]
-UNANSWERABLE = [
-    "What is the capital of France?",
-    "How many goals did Ajax score last Sunday?",
-    "Wat is het recept voor appeltaart?",
-    "Wie wint de verkiezingen in Nederland?",
-]
+UNANSWERABLE = [q for q, n in SEED_CHECKS if n is None] + ["Wat is het recept voor appeltaart?"]
 
 
 @pytest.mark.parametrize("question, sentence", ANSWERABLE)

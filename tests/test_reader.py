@@ -58,6 +58,7 @@ def test_erased_examples_refuse_the_answering_sentence_without_its_answer(reader
     assert 40 <= len(made) <= len(examples)
     assert erased_examples(examples, documents, reader.tokenizer, replace(settings, erased=0.0)) == []
     originals = {e.item.question: e for e in examples}
+
     def candidate(features, k):
         return features.ids[features.firsts[k]:features.firsts[k] + len(features.offsets[k])]
 
@@ -69,6 +70,25 @@ def test_erased_examples_refuse_the_answering_sentence_without_its_answer(reader
         assert candidate(example.features, 1 - gold) == candidate(original.features, 1 - gold)
         assert original.item.answer not in reader.tokenizer.decode(candidate(example.features, gold))
         assert len(example.features.offsets[gold]) < len(original.features.offsets[gold])
+
+
+def test_training_candidates_stand_in_a_seeded_order_the_label_and_span_following_the_answer(reader):
+    from qa.reader_data import load
+    from qa.reader_training import make_examples
+
+    documents, items = load({"dev"})
+    by_name = {d.name: d for d in documents}
+    items = [i for i in items if i.answer is not None][:40]
+    candidates = [[(i.article, (i.sentence + k) % len(by_name[i.article].sentences)) for k in range(4)] for i in items]
+    examples, again = (make_examples(items, documents, candidates, reader.tokenizer, ReaderSettings(), include_gold=True)
+                       for _ in range(2))
+    assert [e.candidates for e in examples] == [e.candidates for e in again]  # the same order every time
+    assert {e.label for e in examples} == {0, 1, 2, 3}  # the answer does not stand where the first stage put it
+    for e in examples:
+        assert e.candidates[e.label] == (e.item.article, e.item.sentence)
+        text = by_name[e.item.article].sentences[e.item.sentence].text
+        offsets = e.features.offsets[e.label]
+        assert e.item.answer in text[offsets[e.span[0]][0]:offsets[e.span[1]][1]]
 
 
 def test_the_best_span_respects_order_and_length():
