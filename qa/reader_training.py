@@ -35,9 +35,10 @@ COMMAND = "python -m qa train-reader"
 SEED_ARTICLE = "000_e2981c027b46f4f0.txt"
 CANDIDATE_COUNTS = (2, 3)
 """How many first-stage candidates the reader may read per question. At most what fits the 30 ms it may
-add to ``ask()`` on a 2-core machine (read together in one row, each costs about 5 ms with 12 layers;
-``python -m qa bench`` prints each count's cost), and at least two, so that a second article's answer can
-be shown beside the first, and the reader has a say in the order (docs/reader.md, attempts 6 and 19)."""
+add to ``ask()`` on a 2-core machine (read together in one row: about 13 ms for one, 7 to 8 more for each
+further one, and 4 took 31 ms; ``python -m qa bench`` prints each count's cost), and at least two, so that
+a second article's answer can be shown beside the first, and the reader has a say in the order
+(docs/reader.md, attempts 6 and 19)."""
 
 
 @dataclass(frozen=True)
@@ -380,7 +381,7 @@ def choose_serving(reader: Reader, *, most_false_refusals: float = 0.05) -> tupl
         engine = first_stage(documents, Path(folder) / "dev")
         seed = first_stage([read_document(qa.ROOT / "seeds" / SEED_ARTICLE)], Path(folder) / "seed")
         alone = engine.ask_many(questions, top_k=1)
-        for candidates in CANDIDATE_COUNTS:  # one pass per count: in int8 a batch's figures depend on its size
+        for candidates in CANDIDATE_COUNTS:  # one pass per count: the candidates read together judge each other
             passes[candidates] = _Keeping(reader, candidates)
             engine.with_config(reader=passes[candidates]).ask_many(questions, top_k=1)
             checks[candidates] = _Keeping(reader, candidates)

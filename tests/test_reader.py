@@ -79,9 +79,10 @@ def test_training_candidates_stand_in_a_seeded_order_the_label_and_span_followin
     documents, items = load({"dev"})
     by_name = {d.name: d for d in documents}
     items = [i for i in items if i.answer is not None][:40]
-    candidates = [[(i.article, (i.sentence + k) % len(by_name[i.article].sentences)) for k in range(4)] for i in items]
-    examples, again = (make_examples(items, documents, candidates, reader.tokenizer, ReaderSettings(), include_gold=True)
-                       for _ in range(2))
+    candidates = [[(i.article, (i.sentence + k) % len(by_name[i.article].sentences)) for k in range(4)]
+                  for i in items]
+    examples, again = (make_examples(items, documents, candidates, reader.tokenizer, ReaderSettings(),
+                                     include_gold=True) for _ in range(2))
     assert [e.candidates for e in examples] == [e.candidates for e in again]  # the same order every time
     assert {e.label for e in examples} == {0, 1, 2, 3}  # the answer does not stand where the first stage put it
     for e in examples:
