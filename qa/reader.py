@@ -1,5 +1,5 @@
-"""Second stage: a trained cross-encoder reads the question with each candidate sentence, scores
-whether it answers, and finds the answer's words in it.
+"""Second stage: a trained cross-encoder reads the question with the candidate sentences, all in one row,
+scores whether each answers, and finds the answer's words in it.
 
 Why: one vector per sentence cannot tell the sentence that names the answer from its neighbour that
 shares more of the question's words, nor see that a sentence is about the right thing but lacks the

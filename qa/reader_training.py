@@ -35,8 +35,8 @@ COMMAND = "python -m qa train-reader"
 SEED_ARTICLE = "000_e2981c027b46f4f0.txt"
 CANDIDATE_COUNTS = (2, 3)
 """How many first-stage candidates the reader may read per question. At most what fits the 30 ms it may
-add to ``ask()`` on a 2-core machine (read together in one row: about 13 ms for one, 7 to 8 more for each
-further one, and 4 took 31 ms; ``python -m qa bench`` prints each count's cost), and at least two, so that
+add to ``ask()`` on a 2-core machine (read together in one row: about 13 ms for one, 20 for two, 28 for
+three, 31 for four; ``python -m qa bench`` prints each count's cost), and at least two, so that
 a second article's answer can be shown beside the first, and the reader has a say in the order
 (docs/reader.md, attempts 6 and 19)."""
 
@@ -45,8 +45,8 @@ a second article's answer can be shown beside the first, and the reader has a sa
 class TrainingSettings:
     reader: ReaderSettings = field(default_factory=ReaderSettings)
     candidates: int = 4
-    """First-stage candidates per question in training (as many as the most served), shown in an order drawn
-    with the seed, so that the reader judges them by what they say rather than where they stand."""
+    """First-stage candidates per question in training (one more than the most served), shown in an order
+    drawn with the seed, so that the reader judges them by what they say rather than where they stand."""
     off_topic: float = 0.3
     """Share of the questions also put, as questions to refuse, to the other stories' articles only: the
     on-topic unanswerable questions teach near misses, never a question the articles are not about."""
@@ -56,7 +56,7 @@ class TrainingSettings:
     adapter ships; attempt 11)."""
     erased: float = 0.0
     """Share of the answerable questions also put with their answer cut out of the answering sentence (the
-    rest of the sentence and its neighbours kept), as questions to refuse: a near miss that differs from
+    rest of the sentence and the other candidates kept), as questions to refuse: a near miss that differs from
     the answer by the asked detail alone, so that the topic of a sentence is not taken for its answer."""
     epochs: int = 3
     questions_per_step: int = 4

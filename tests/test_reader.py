@@ -160,8 +160,7 @@ def test_the_seed_question_is_answered_with_the_place(engine):
     answer = engine.ask("Where is the factory?")
     first = answer.citations[0]
     assert answer.found and first.sentence == 6 and first.reader_score is not None
-    # the gold span is "Alabuga Special Economic Zone, in de Russische republiek Tatarstan"; the shipped
-    # reader gives its second half
+    # the gold span is "Alabuga Special Economic Zone, in de Russische republiek Tatarstan" (README's example)
     assert "Tatarstan" in first.answer and answer.text.startswith(f"**{first.answer}** — “")
     assert first.highlights == ((first.text.index(first.answer), first.text.index(first.answer) + len(first.answer)),)
 
