@@ -84,14 +84,15 @@ class Example:
     span: tuple[int, int] | None  # token indices within the answering candidate's tokens
 
 
-def first_stage(documents, folder: Path, model: str | None = None, backend: str = DEFAULT_BACKEND):
-    """A first stage (no reader; the shipped model by default) over ``documents`` loaded together, its
-    index in ``folder``."""
+def first_stage(documents, folder: Path, model: str | None = None, backend: str = DEFAULT_BACKEND, *,
+                embedder=None):
+    """A first stage (no reader; the shipped model by default, or ``embedder`` already loaded) over
+    ``documents`` loaded together, its index in ``folder``."""
     import qa
 
     from .index import open_index
 
-    embedder = qa.Embedder.load(model, backend=backend, progress=False)
+    embedder = embedder or qa.Embedder.load(model, backend=backend, progress=False)
     return qa.Engine(documents, open_index(documents, embedder, folder), embedder)
 
 
@@ -379,7 +380,8 @@ def choose_serving(reader: Reader, *, most_false_refusals: float = 0.05) -> tupl
     passes, checks = {}, {}
     with tempfile.TemporaryDirectory() as folder:
         engine = first_stage(documents, Path(folder) / "dev")
-        seed = first_stage([read_document(qa.ROOT / "seeds" / SEED_ARTICLE)], Path(folder) / "seed")
+        seed = first_stage([read_document(qa.ROOT / "seeds" / SEED_ARTICLE)], Path(folder) / "seed",
+                           embedder=engine.embedder)
         alone = engine.ask_many(questions, top_k=1)
         for candidates in CANDIDATE_COUNTS:  # one pass per count: the candidates read together judge each other
             passes[candidates] = _Keeping(reader, candidates)

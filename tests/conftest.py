@@ -17,8 +17,9 @@ import qa  # noqa: E402
 from qa.documents import read_document  # noqa: E402
 from qa.embedding import Embedder  # noqa: E402
 from qa.index import open_index  # noqa: E402
+from qa.reader_training import SEED_ARTICLE  # noqa: E402
 
-SEED = qa.ROOT / "seeds" / "000_e2981c027b46f4f0.txt"
+SEED = qa.ROOT / "seeds" / SEED_ARTICLE
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
