@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import numpy as np
 import pytest
@@ -129,6 +129,19 @@ def test_serving_orders_by_one_weight_of_the_cosine_and_scores_by_the_other():
                                                                         [(0, 2), (0, 3)])
     assert [r.hit for r in kept] == hits[::-1]  # None: the first stage's order, whatever the reader says
     assert [r.score for r in kept] == pytest.approx([2.2, 1.8])
+
+
+def test_a_serving_passes_the_seed_checks_only_citing_each_sentence_and_refusing_each_question_as_listed(monkeypatch):
+    import qa.reader_training as training
+
+    monkeypatch.setattr(training, "SEED_CHECKS", (("Where?", 6), ("Who won?", None)))
+    five, six = (replace(parse_document(b"Zin.", name="seed.txt").sentences[0], number=n) for n in (5, 6))
+    hits = [Hit(five, 0.5, 0.8, 0.0), Hit(six, 0.5, 0.2, 0.0)]
+    kept = [(hits, np.array([1.0, 3.0]), [(0, 3)] * 2), (hits, np.array([-5.0, -4.0]), [(0, 3)] * 2)]
+    assert training._passes(Serving(2, 0.0, order_fusion=0.0), 0.0, kept)
+    assert not training._passes(Serving(2, 0.0, order_fusion=10.0), 0.0, kept)  # 1 + 8 before 3 + 2: cites 5
+    assert not training._passes(Serving(2, 0.0, order_fusion=0.0), -4.5, kept)  # answers "Who won?"
+    assert not training._passes(Serving(2, 0.0, order_fusion=0.0), 3.5, kept)  # refuses "Where?"
 
 
 def test_off_topic_training_questions_are_put_to_the_other_stories_only(embedder, tmp_path):
