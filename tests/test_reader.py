@@ -32,6 +32,35 @@ def test_the_candidates_are_read_together_each_between_marks(reader):
         == sentences[1]
 
 
+def test_serving_pools_each_candidate_and_applies_the_heads_as_training_does(reader):
+    """numpy's :func:`apply_heads` (serving) and ``ReaderModel.forward`` (training) on the same token states,
+    over rows of several candidates and one padded shorter row: the same scores and span logits."""
+    import torch
+
+    from qa.model_format import prepare_default_model
+    from qa.reader import apply_heads, batch_arrays
+    from qa.reader_training import ReaderModel
+
+    torch.manual_seed(0)
+    model = ReaderModel(prepare_default_model(progress=False), TrainingSettings())
+    model.train(False)
+    for head in (model.score, model.span):
+        torch.nn.init.normal_(head.bias)
+    torch.nn.init.normal_(model.null)
+    features = [encode(reader.tokenizer, "Where is the factory?", ["It stands in Alabuga, Tatarstan.",
+                       "Kirby spoke on Friday.", "Iran sends the parts by ship."], ReaderSettings()),
+                encode(reader.tokenizer, "Waar?", ["In Tatarstan."], ReaderSettings())]
+    ids, mask, candidates = batch_arrays(features)
+    with torch.no_grad():
+        trained = [t.numpy() for t in model.forward(features)]
+        states = model.encoder(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask),
+                               token_type_ids=torch.zeros(ids.shape, dtype=torch.long)).last_hidden_state.numpy()
+    served = apply_heads(model.heads(), states, candidates)
+    assert candidates.shape[:2] == (2, 3) and not candidates[1, 1:].any()  # the short row's missing candidates
+    for got, want in zip(served, trained, strict=True):  # scores (rows, candidates), starts, ends (rows, tokens)
+        assert got.shape == want.shape and np.allclose(got, want, atol=1e-4)
+
+
 def test_erasing_the_answer_leaves_a_mended_sentence():
     assert erase("About 61,000 passengers were affected, the airline said.", "About 61,000") == \
         "passengers were affected, the airline said."
