@@ -171,6 +171,7 @@ def test_a_serving_passes_the_seed_checks_only_citing_each_sentence_and_refusing
     assert not training._passes(Serving(2, 0.0, order_fusion=10.0), 0.0, kept)  # 1 + 8 before 3 + 2: cites 5
     assert not training._passes(Serving(2, 0.0, order_fusion=0.0), -4.5, kept)  # answers "Who won?"
     assert not training._passes(Serving(2, 0.0, order_fusion=0.0), 3.5, kept)  # refuses "Where?"
+    assert training._passes(Serving(2, 0.0, order_fusion=10.0), 2.0, kept)  # 5 first but refused: 6 answers first
 
 
 def test_off_topic_training_questions_are_put_to_the_other_stories_only(embedder, tmp_path):

@@ -292,17 +292,17 @@ def test_reader_escapes_everything_and_marks_what_was_cited(engine):
     assert f'<span id="sentence-{first.sentence}" class="sentence cited focus">' in page
     assert page.count('class="sentence') == len(document.sentences)
     assert page.count("sentence cited") == sum(c.document == document.name for c in answer.citations)
-    assert first.answer.endswith("Alabuga Special Economic Zone, in de Russische republiek Tatarstan")
+    assert first.answer.removeprefix("de ") == "Alabuga Special Economic Zone, in de Russische republiek Tatarstan"
     assert f"<strong>{first.answer}</strong>" in page  # the answer (its first word differs on some CPUs)
     assert "<script" not in app.status_html([(False, "<script>alert(1)</script>.txt: empty")])
 
 
 def test_answering_words_are_marked_in_the_reader_and_the_sources_and_stay_escaped(engine):
     answer = engine.ask("Where is the factory?")
-    span = answer.citations[0].answer  # "Alabuga Special Economic Zone, in de Russische republiek Tatarstan", or with "de"
-    assert span.endswith("Alabuga Special Economic Zone, in de Russische republiek Tatarstan")
-    assert f"»Het Witte Huis heeft beelden vrijgegeven van een faciliteit in {'' if span.startswith('de ') else 'de '}" \
-        f"**{span}**" in app.sources_text(engine, answer)
+    span = answer.citations[0].answer  # with "de" before it on some CPUs (docs/reader.md)
+    assert span.removeprefix("de ") == "Alabuga Special Economic Zone, in de Russische republiek Tatarstan"
+    before = "faciliteit in " if span.startswith("de ") else "faciliteit in de "
+    assert f"»Het Witte Huis heeft beelden vrijgegeven van een {before}**{span}**" in app.sources_text(engine, answer)
     hostile = parse_document("Een <i>fabriek</i> staat in <b>Kazan</b>, zegt men.".encode(), name="x.txt")
     sentence = hostile.sentences[0]
     start = sentence.text.index("<b>Kazan")
