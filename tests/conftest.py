@@ -20,6 +20,9 @@ from qa.index import open_index  # noqa: E402
 from qa.reader_training import SEED_ARTICLE  # noqa: E402
 
 SEED = qa.ROOT / "seeds" / SEED_ARTICLE
+SEED_PLACE = "Alabuga Special Economic Zone, in de Russische republiek Tatarstan"
+"""The answer to "Where is the factory?"; on some CPUs the int8 reader's span takes the "de" before it too
+(docs/reader.md), so tests compare ``span.removeprefix("de ")``."""
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -46,6 +49,12 @@ def engine(embedder, reader, seed_document, tmp_path_factory) -> qa.Engine:
     folder = tmp_path_factory.mktemp("index")
     index = open_index([seed_document], embedder, folder)
     return qa.Engine([seed_document], index, embedder, reader=reader)
+
+
+@pytest.fixture(scope="session")
+def factory_answer(engine) -> qa.Answer:
+    """The seed question as the product answers it, asked once for the tests that look at its rendering."""
+    return engine.ask("Where is the factory?")
 
 
 @pytest.fixture()

@@ -199,11 +199,11 @@ def test_where_sources_differ_the_reply_gives_each_articles_answer():
     assert [c.answer for c in answer.citations] == ["Zin", "Zin"] and answer.citations[1].reader_score == 1.0
 
 
-def test_the_seed_question_is_answered_with_the_place(engine):
-    answer = engine.ask("Where is the factory?")
+def test_the_seed_question_is_answered_with_the_place(factory_answer):
+    answer = factory_answer
     first = answer.citations[0]
     assert answer.found and first.sentence == 6 and first.reader_score is not None
-    # the gold span is "Alabuga Special Economic Zone, in de Russische republiek Tatarstan" (README's example)
+    # the gold span is SEED_PLACE (README's example)
     assert "Tatarstan" in first.answer and answer.text.startswith(f"**{first.answer}** — “")
     assert first.highlights == ((first.text.index(first.answer), first.text.index(first.answer) + len(first.answer)),)
 

@@ -10,6 +10,7 @@ import pytest
 
 import app
 import qa
+from conftest import SEED_PLACE
 from qa.documents import parse_document
 from test_app import _ask_in_page
 
@@ -284,25 +285,24 @@ def test_api_restricts_to_one_shared_article_and_says_when_it_is_unknown(client,
         client.predict(message="Where is the factory?", article="no-such-article", api_name="/chat")
 
 
-def test_reader_escapes_everything_and_marks_what_was_cited(engine):
-    answer = engine.ask("Where is the factory?")
+def test_reader_escapes_everything_and_marks_what_was_cited(engine, factory_answer):
+    answer = factory_answer
     document = engine.document(answer.citations[0].document)
     page = app.reader_html(document, answer.citations, focus=answer.citations[0].sentence)
     first = answer.citations[0]
     assert f'<span id="sentence-{first.sentence}" class="sentence cited focus">' in page
     assert page.count('class="sentence') == len(document.sentences)
     assert page.count("sentence cited") == sum(c.document == document.name for c in answer.citations)
-    assert first.answer.removeprefix("de ") == "Alabuga Special Economic Zone, in de Russische republiek Tatarstan"
-    assert f"<strong>{first.answer}</strong>" in page  # the answer (its first word differs on some CPUs)
+    assert first.answer.removeprefix("de ") == SEED_PLACE and f"<strong>{first.answer}</strong>" in page  # the answer
     assert "<script" not in app.status_html([(False, "<script>alert(1)</script>.txt: empty")])
 
 
-def test_answering_words_are_marked_in_the_reader_and_the_sources_and_stay_escaped(engine):
-    answer = engine.ask("Where is the factory?")
-    span = answer.citations[0].answer  # with "de" before it on some CPUs (docs/reader.md)
-    assert span.removeprefix("de ") == "Alabuga Special Economic Zone, in de Russische republiek Tatarstan"
-    before = "faciliteit in " if span.startswith("de ") else "faciliteit in de "
-    assert f"»Het Witte Huis heeft beelden vrijgegeven van een {before}**{span}**" in app.sources_text(engine, answer)
+def test_answering_words_are_marked_in_the_reader_and_the_sources_and_stay_escaped(engine, factory_answer):
+    answer, span = factory_answer, factory_answer.citations[0].answer
+    sources = app.sources_text(engine, answer)
+    assert span.removeprefix("de ") == SEED_PLACE and f"**{span}**" in sources
+    quote = sources.replace("**", "")  # the bold marks around the span, not anything else, changed
+    assert f"»Het Witte Huis heeft beelden vrijgegeven van een faciliteit in de {SEED_PLACE}" in quote
     hostile = parse_document("Een <i>fabriek</i> staat in <b>Kazan</b>, zegt men.".encode(), name="x.txt")
     sentence = hostile.sentences[0]
     start = sentence.text.index("<b>Kazan")
