@@ -39,10 +39,13 @@ __all__ = ["load", "Engine", "Session", "Document", "ArticleInfo", "Answer", "Ci
            "BACKENDS", "DEFAULT_BACKEND", "DEFAULT_MODEL", "BASE_MODEL", "DocumentError", "IndexProblem", "ModelError", "SESSION_MAX_ARTICLES",
            "SESSION_MAX_BYTES",
            "OTHER_MODEL_THRESHOLD",
-           "MAX_QUESTION_CHARS", "ROOT"]
+           "MAX_QUESTION_CHARS", "ROOT", "SEED_ARTICLE"]
 
 ROOT = Path(__file__).resolve().parent.parent
 """The project folder: ``seeds/`` and ``index/`` live here."""
+SEED_ARTICLE = "000_e2981c027b46f4f0.txt"
+"""The article the product ships with (in ``seeds/``), which the tests, the benchmark and the reader's
+serving checks ask about."""
 MAX_QUESTION_CHARS = 1000
 """Longer questions are cut to this many characters, and the answer says so."""
 UNTUNED_THRESHOLD = 0.795

@@ -65,7 +65,7 @@ from qa.documents import parse_document
 from qa.embedding import Embedder
 from qa.index import build_index
 embedder = Embedder.load(sys.argv[2] or None, backend=sys.argv[4], progress=False)
-seed = (qa.ROOT / "seeds" / "000_e2981c027b46f4f0.txt").read_text(encoding="utf-8")
+seed = (qa.ROOT / "seeds" / qa.SEED_ARTICLE).read_text(encoding="utf-8")
 docs = [parse_document((f"Artikel {i}.\n" + seed).encode(), name=f"{i}.txt") for i in range(int(sys.argv[3]))]
 before = memory_mb()["VmRSS"]
 t0 = time.perf_counter()

@@ -32,7 +32,6 @@ from .reader import (ADAPTER, HEADS, Features, Reader, ReaderSettings, Serving, 
 from .reader_data import SPARE, Item, data_files, dev_digest, load, story_of
 
 COMMAND = "python -m qa train-reader"
-SEED_ARTICLE = "000_e2981c027b46f4f0.txt"
 CANDIDATE_COUNTS = (2, 3)
 """How many first-stage candidates the reader may read per question. At most what fits the 30 ms it may
 add to ``ask()`` on a 2-core machine (read together in one row: about 13 ms for one, 20 for two, 28 for
@@ -380,7 +379,7 @@ def choose_serving(reader: Reader, *, most_false_refusals: float = 0.05) -> tupl
     passes, checks = {}, {}
     with tempfile.TemporaryDirectory() as folder:
         engine = first_stage(documents, Path(folder) / "dev")
-        seed = first_stage([read_document(qa.ROOT / "seeds" / SEED_ARTICLE)], Path(folder) / "seed",
+        seed = first_stage([read_document(qa.ROOT / "seeds" / qa.SEED_ARTICLE)], Path(folder) / "seed",
                            embedder=engine.embedder)
         alone = engine.ask_many(questions, top_k=1)
         for candidates in CANDIDATE_COUNTS:  # one pass per count: the candidates read together judge each other

@@ -17,9 +17,8 @@ import qa  # noqa: E402
 from qa.documents import read_document  # noqa: E402
 from qa.embedding import Embedder  # noqa: E402
 from qa.index import open_index  # noqa: E402
-from qa.reader_training import SEED_ARTICLE  # noqa: E402
 
-SEED = qa.ROOT / "seeds" / SEED_ARTICLE
+SEED = qa.ROOT / "seeds" / qa.SEED_ARTICLE
 SEED_PLACE = "Alabuga Special Economic Zone, in de Russische republiek Tatarstan"
 """The answer to "Where is the factory?"; on some CPUs the int8 reader's span takes the "de" before it too
 (docs/reader.md), so tests compare ``span.removeprefix("de ")``."""

@@ -43,7 +43,7 @@ def test_unanswerable_questions_are_said_so_and_still_list_passages(engine, ques
 def test_citation_fields(engine, seed_document):
     answer = engine.ask("Where is the factory?")
     first = answer.citations[0]
-    assert (first.number, first.document, first.sentence) == (1, "000_e2981c027b46f4f0.txt", 6)
+    assert (first.number, first.document, first.sentence) == (1, qa.SEED_ARTICLE, 6)
     assert "Alabuga Special Economic Zone" in first.text and "Tatarstan" in first.text
     assert seed_document.text[first.start:first.end] == first.text
     assert [c.number for c in answer.citations] == [1, 2, 3]
@@ -96,7 +96,7 @@ def test_command_line_cites_alabuga_first_and_refuses_france(tmp_path):
     assert result.returncode == 0, result.stderr
     first_line = result.stdout.splitlines()[0]
     assert "Alabuga" in first_line and "[1]" in first_line
-    assert "[1] 000_e2981c027b46f4f0.txt, sentence 6" in result.stdout
+    assert f"[1] {qa.SEED_ARTICLE}, sentence 6" in result.stdout
     result = run_cli("ask", "--json", "What is the capital of France?", "--index", index, "--top-k", "2")
     data = json.loads(result.stdout)
     assert data["found"] is False and len(data["citations"]) == 2

@@ -30,7 +30,7 @@ def test_english_question_through_the_api(client, engine, factory_answer):
     reply = client.predict(message="Where is the factory?", api_name="/chat")
     answer, sources = _answer_and_sources(reply)
     assert answer.startswith("**") and "Tatarstan" in answer.split("**")[1] and "[1]" in answer  # the answer first
-    seed = engine.document("000_e2981c027b46f4f0.txt")
+    seed = engine.document(qa.SEED_ARTICLE)
     # by its title (from seeds/*.title) and file name, in Markdown like the rest of the reply
     assert sources.startswith(f"[1] {markdown_escape(seed.title)} ({markdown_escape(seed.name)}), sentence 6")
     span = factory_answer.citations[0].answer  # the reader's, bold in its quote
@@ -42,7 +42,7 @@ def test_dutch_question_through_the_api(client, engine):
     reply = client.predict(message="Welke straaljager koopt Iran van Rusland?", api_name="/chat")
     answer, sources = _answer_and_sources(reply)
     assert "SU-35" in answer.split("**")[1]
-    seed = engine.document("000_e2981c027b46f4f0.txt")
+    seed = engine.document(qa.SEED_ARTICLE)
     assert sources.startswith(f"[1] {markdown_escape(seed.title)} ({markdown_escape(seed.name)}), sentence 13")
     assert "sentence 13" in sources.splitlines()[0]
 

@@ -48,7 +48,7 @@ def test_gold_set_shape(all_articles, engine):
     assert sum(not g.answers for g in gold) >= 30
     assert {g.split for g in gold} == {"tune", "test"}
     seed_only = load_gold(DEFAULT_GOLD, engine)  # rows about articles not loaded are left out
-    assert {g.article for g in seed_only} == {"000_e2981c027b46f4f0.txt"} and len(seed_only) >= 78
+    assert {g.article for g in seed_only} == {qa.SEED_ARTICLE} and len(seed_only) >= 78
 
 
 @pytest.mark.parametrize("group", sorted(MEASURED))
@@ -63,7 +63,7 @@ def test_figures_do_not_drop(report, group):
 
 def test_each_article_alone_is_measured_beside_all_together(all_articles, tmp_path):
     table = alone_and_together(all_articles, DEFAULT_GOLD, tmp_path)
-    seed = table["000_e2981c027b46f4f0.txt test/nl"]
+    seed = table[f"{qa.SEED_ARTICLE} test/nl"]
     assert seed["alone"].questions == seed["together"].questions == 12
     assert seed["alone"].right_article == 1.0  # alone, the first citation cannot come from another article
     pooled = table["pooled tune/en"]

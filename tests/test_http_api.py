@@ -25,7 +25,7 @@ from qa.index import open_index
 
 TOKEN = "test-token-7f3a9c"
 OPERATOR = {"Authorization": f"Bearer {TOKEN}"}
-SEED = "000_e2981c027b46f4f0.txt"
+SEED = qa.SEED_ARTICLE
 BRIDGE = ("De gemeente Utrecht opent in maart een nieuwe fietsbrug over het Amsterdam-Rijnkanaal.\n\n"
           "De brug kost 14 miljoen euro en is 250 meter lang.\n\nWethouder Van Dijk noemt de brug een mijlpaal.")
 

@@ -264,7 +264,7 @@ KILL_SCRIPT = textwrap.dedent("""
     def die(*args, **kwargs):
         os.kill(os.getpid(), signal.SIGKILL)
 
-    engine = qa.load([qa.ROOT / "seeds" / "000_e2981c027b46f4f0.txt"], index_dir=sys.argv[4], progress=False)
+    engine = qa.load([qa.ROOT / "seeds" / qa.SEED_ARTICLE], index_dir=sys.argv[4], progress=False)
     if where == "embedding":
         Embedder.passages = die
     else:  # after the article's files are written, before the manifest names them
@@ -333,7 +333,7 @@ def in_process_cli(embedder, monkeypatch):
 
 
 def test_cli_add_list_ask_remove(in_process_cli, folder, tmp_path, capsys):
-    seed = str(qa.ROOT / "seeds" / "000_e2981c027b46f4f0.txt")
+    seed = str(qa.ROOT / "seeds" / qa.SEED_ARTICLE)
     common = ["--index", str(folder), "--sources", seed]
     page = tmp_path / "page.html"
     page.write_bytes((Path(__file__).parent / "test_ingest.py").read_text().split('ARTICLE_HTML = b"""')[1]
@@ -346,7 +346,7 @@ def test_cli_add_list_ask_remove(in_process_cli, folder, tmp_path, capsys):
 
     assert in_process_cli("list", *common) == 0
     listing = capsys.readouterr().out.splitlines()
-    assert [line.split("\t")[0] for line in listing] == ["000_e2981c027b46f4f0.txt", "weather.txt", "page.html"]
+    assert [line.split("\t")[0] for line in listing] == [qa.SEED_ARTICLE, "weather.txt", "page.html"]
 
     assert in_process_cli("ask", WEATHER_Q, "--article", "weather.txt", *common) == 0
     out = capsys.readouterr().out
@@ -369,4 +369,4 @@ def test_committed_index_still_loads_unchanged(in_process_cli, tmp_path):
     stamp = (tmp_path / "index" / "vectors.faiss").stat().st_mtime_ns
     engine = qa.load(index_dir=tmp_path / "index", progress=False)
     assert (tmp_path / "index" / "vectors.faiss").stat().st_mtime_ns == stamp
-    assert names(engine.articles()) == ["000_e2981c027b46f4f0.txt"]
+    assert names(engine.articles()) == [qa.SEED_ARTICLE]

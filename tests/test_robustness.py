@@ -67,7 +67,7 @@ def test_unreadable_document_is_reported_and_the_others_load(tmp_path, seeds_cop
     (seeds_copy / "cp1252.txt").write_bytes("Caf\u00e9 cr\u00e8me en na\u00efef.".encode("cp1252"))
     (seeds_copy / "empty.txt").write_bytes(b"")
     documents, errors = read_documents([seeds_copy])
-    assert [d.name for d in documents] == ["000_e2981c027b46f4f0.txt"]
+    assert [d.name for d in documents] == [qa.SEED_ARTICLE]
     assert sorted(str(e).split(":")[0] for e in errors) == ["cp1252.txt", "empty.txt"]
 
 
@@ -100,7 +100,7 @@ def test_two_builds_at_once_leave_one_valid_index(tmp_path):
 
 def test_a_build_killed_half_way_leaves_a_usable_index(embedder, tmp_path, seeds_copy):
     for i in range(60):  # enough text that the build takes several seconds
-        (seeds_copy / f"copy{i:02}.txt").write_text(f"Kopie {i}.\n" + (qa.ROOT / "seeds" / "000_e2981c027b46f4f0.txt")
+        (seeds_copy / f"copy{i:02}.txt").write_text(f"Kopie {i}.\n" + (qa.ROOT / "seeds" / qa.SEED_ARTICLE)
                                                     .read_text(encoding="utf-8"), encoding="utf-8")
     script = "import sys, qa; qa.load([sys.argv[2]], index_dir=sys.argv[1], progress=False)"
     build = subprocess.Popen([sys.executable, "-c", script, str(tmp_path), str(seeds_copy)], cwd=qa.ROOT,
