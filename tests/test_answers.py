@@ -40,8 +40,8 @@ def test_unanswerable_questions_are_said_so_and_still_list_passages(engine, ques
     assert len(answer.citations) == 3
 
 
-def test_citation_fields(engine, seed_document):
-    answer = engine.ask("Where is the factory?")
+def test_citation_fields(engine, factory_answer, seed_document):
+    answer = factory_answer
     first = answer.citations[0]
     assert (first.number, first.document, first.sentence) == (1, qa.SEED_ARTICLE, 6)
     assert "Alabuga Special Economic Zone" in first.text and "Tatarstan" in first.text
@@ -110,8 +110,8 @@ def test_command_line_build_reports_bad_files(tmp_path):
     assert "bad.txt" in result.stderr and "23 sentences" in result.stdout
 
 
-def test_the_reply_opens_with_the_answer_and_marks_it_inside_the_quote(engine):
-    answer = engine.ask("Where is the factory?")
+def test_the_reply_opens_with_the_answer_and_marks_it_inside_the_quote(engine, factory_answer):
+    answer = factory_answer
     first = answer.citations[0]
     assert answer.text.count(f"**{first.answer}**") == 2  # the answer, then inside the quote
     assert mark(first.text, first.highlights).replace("**", "") == first.text

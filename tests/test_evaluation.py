@@ -131,11 +131,11 @@ def test_eval_command_prints_the_comparison(tmp_path):
     assert news["all"]["questions"] >= 600 and 0 <= news["all"]["span_f1"] <= 1
 
 
-def test_the_twins_answer_counts_only_where_it_is_labelled(engine):
+def test_the_twins_answer_counts_only_where_it_is_labelled(engine, factory_answer):
     """A citation of the other language's version of a story is right only in the rows that count twins."""
     from dataclasses import replace
 
-    answer = engine.ask("Where is the factory?")
+    answer = factory_answer
     positions = {(p.document, p.number): i for i, p in enumerate(engine.index.passages)}
     first = answer.citations[answer.answering[0] - 1]
     cited = positions[(first.document, first.sentence)]

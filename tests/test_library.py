@@ -14,6 +14,7 @@ import pytest
 
 import qa
 import qa.__main__ as cli
+from conftest import SEED
 from qa import library as library_module
 from qa.documents import DocumentError
 from qa.index import library_dir, open_index
@@ -333,7 +334,7 @@ def in_process_cli(embedder, monkeypatch):
 
 
 def test_cli_add_list_ask_remove(in_process_cli, folder, tmp_path, capsys):
-    seed = str(qa.ROOT / "seeds" / qa.SEED_ARTICLE)
+    seed = str(SEED)
     common = ["--index", str(folder), "--sources", seed]
     page = tmp_path / "page.html"
     page.write_bytes((Path(__file__).parent / "test_ingest.py").read_text().split('ARTICLE_HTML = b"""')[1]

@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import qa
+from conftest import SEED
 from qa.documents import MAX_DOCUMENT_BYTES, read_document, read_documents
 from qa.embedding import Embedder, ModelError, prepare_default_model
 from qa.index import load_index, open_index
@@ -45,8 +46,8 @@ def test_odd_characters_still_get_an_answer(engine, question):
     assert "\x00" not in answer.question and "\u200b" not in answer.question
 
 
-def test_invisible_characters_do_not_change_the_answer(engine):
-    plain = engine.ask("Where is the factory?")
+def test_invisible_characters_do_not_change_the_answer(engine, factory_answer):
+    plain = factory_answer
     assert engine.ask("Where\u200b is the\u00ad factory?\x07").citations == plain.citations
 
 
@@ -100,8 +101,7 @@ def test_two_builds_at_once_leave_one_valid_index(tmp_path):
 
 def test_a_build_killed_half_way_leaves_a_usable_index(embedder, tmp_path, seeds_copy):
     for i in range(60):  # enough text that the build takes several seconds
-        (seeds_copy / f"copy{i:02}.txt").write_text(f"Kopie {i}.\n" + (qa.ROOT / "seeds" / qa.SEED_ARTICLE)
-                                                    .read_text(encoding="utf-8"), encoding="utf-8")
+        (seeds_copy / f"copy{i:02}.txt").write_text(f"Kopie {i}.\n" + SEED.read_text(encoding="utf-8"), encoding="utf-8")
     script = "import sys, qa; qa.load([sys.argv[2]], index_dir=sys.argv[1], progress=False)"
     build = subprocess.Popen([sys.executable, "-c", script, str(tmp_path), str(seeds_copy)], cwd=qa.ROOT,
                              env={**os.environ, "PYTHONUNBUFFERED": "1"})
