@@ -21,4 +21,4 @@ with tempfile.TemporaryDirectory() as folder:
         second = serving.readings(hits[3:6], *reader.judge(it.question, hits[3:6])) if len(hits) > 3 else []
         rows.append([(r.hit.passage.document, r.hit.passage.number - 1, r.score) for r in first] +
                     [None] + [(r.hit.passage.document, r.hit.passage.number - 1, r.score) for r in second])
-pickle.dump(rows, open("/work/exp/s10/second_look.pkl", "wb"))
+pickle.dump(rows, open("second_look.pkl", "wb"))

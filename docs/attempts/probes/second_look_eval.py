@@ -2,7 +2,7 @@ import pickle
 import numpy as np
 from qa.reader_data import load
 documents, items = load({"dev"})
-rows = pickle.load(open("/work/exp/s10/second_look.pkl", "rb"))
+rows = pickle.load(open("second_look.pkl", "rb"))
 ans = np.array([i.answerable for i in items])
 def split(r):
     k = r.index(None); return r[:k], r[k + 1:]
