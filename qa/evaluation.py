@@ -316,15 +316,21 @@ def news_groups(results: list[Result]) -> dict[str, Scores]:
     return {name: summarise(rs) for name, rs in groups.items() if rs}
 
 
+def news_engine(engine: qa.Engine, folder: Path) -> tuple[qa.Engine, list]:
+    """The reader's held-out ("test") stories all loaded together (index in ``folder``), served as ``engine``
+    is, and their checked questions."""
+    from .reader_data import load
+
+    documents, items = load({"test"})
+    return qa.Engine(documents, open_index(documents, engine.embedder, folder), engine.embedder, top_k=engine.top_k,
+                     threshold=engine.threshold, config=engine.config, reader=engine.reader), items
+
+
 def news_report(engine: qa.Engine, folder: Path) -> dict[str, dict[str, Scores]]:
     """The reader's held-out ("test") stories, all loaded together: the first stage alone and with the reader,
     each also with the twin's answers counted where ``twins/`` labels them (a citation of the other
     language's version that answers is not a mistake; the plain rows count it as one, as the targets do)."""
-    from .reader_data import load
-
-    documents, items = load({"test"})
-    news = qa.Engine(documents, open_index(documents, engine.embedder, folder), engine.embedder, top_k=engine.top_k,
-                     threshold=engine.threshold, config=engine.config, reader=engine.reader)
+    news, items = news_engine(engine, folder)
     gold, twinned = news_gold(news, items), news_gold(news, items, twins=True)
     servings = {"first stage alone": news.with_config(reader=False)} | (
         {"with the reader (default)": news} if engine.reader else {})

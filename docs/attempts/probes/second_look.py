@@ -1,8 +1,7 @@
 """Probe: when the reader's first three candidates do not answer, read the next three before refusing (dev)."""
-import pickle, sys, tempfile
+import pickle, tempfile
 from pathlib import Path
-import numpy as np
-from qa.reader import Reader, answers_first
+from qa.reader import Reader
 from qa.reader_data import load
 from qa.reader_training import first_stage
 
